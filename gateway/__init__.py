@@ -1,0 +1,1 @@
+"""The edge: routing, token checks, errors, request ids."""

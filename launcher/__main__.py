@@ -1,0 +1,23 @@
+"""`python -m launcher embedded` (make run) or `python -m launcher full` (make run-full)."""
+
+import asyncio
+import sys
+
+from launcher.embedded import run_embedded
+from launcher.full import run_full
+from launcher.options import LaunchOptions
+
+
+def main() -> None:
+    mode = sys.argv[1] if len(sys.argv) > 1 else "embedded"
+    options = LaunchOptions()
+    if mode == "embedded":
+        asyncio.run(run_embedded(options))
+    elif mode == "full":
+        asyncio.run(run_full(options))
+    else:
+        raise SystemExit("usage: python -m launcher [embedded|full]")
+
+
+if __name__ == "__main__":
+    main()

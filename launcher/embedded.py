@@ -1,0 +1,86 @@
+"""Every service in one process and one event loop, each on its own port, sharing the
+in-process bus and in-memory stores; SQLite files under `var/`."""
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Generator
+from pathlib import Path
+
+import uvicorn
+
+from launcher.options import LaunchOptions
+from launcher.readiness import wait_healthy
+from launcher.registry import GATEWAY, SERVICES
+from shared.events import process_bus
+
+
+class EmbeddedServer(uvicorn.Server):
+    """The launcher, not each server, owns Ctrl-C."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def run_embedded(options: LaunchOptions) -> None:
+    var_dir = Path(options.var_dir).resolve()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    common = {
+        "host": options.host,
+        "redis_url": None,
+        "amqp_url": None,
+        "queue_prefix": options.queue_prefix,
+        "jwks_url": options.jwks_url(),
+    }
+    bus = process_bus()
+    servers: list[tuple[str, str, EmbeddedServer]] = []
+    for entry in SERVICES:
+        settings = entry.settings(
+            **common,
+            port=options.port(entry.port_offset),
+            database_url=f"sqlite+aiosqlite:///{var_dir}/{entry.name}.db",
+        )
+        subscription = entry.subscription(options.queue_prefix)
+        if subscription is not None:
+            await bus.declare(subscription)
+        servers.append((entry.name, options.url(entry.port_offset), _server(entry.create_app(settings), settings.port, options.host)))
+    gateway_settings = GATEWAY.settings(
+        **common,
+        port=options.gateway_port,
+        upstreams=options.upstreams([(e.name, e.port_offset) for e in SERVICES]),
+    )
+    servers.append(("gateway", options.url(0), _server(GATEWAY.create_app(gateway_settings), options.gateway_port, options.host)))
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    print(f"Starting Lyceum (embedded mode, data in {var_dir})", flush=True)
+    tasks = [asyncio.create_task(server.serve(), name=name) for name, _, server in servers]
+    try:
+        await asyncio.gather(*(wait_healthy(name, url) for name, url, _ in servers))
+        print(f"\nLyceum is ready: {options.url(0)}  (Ctrl-C stops it)", flush=True)
+        done_waiting = asyncio.create_task(stop.wait())
+        await asyncio.wait([done_waiting, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        print("\nStopping Lyceum...", flush=True)
+        for _, _, server in servers:
+            server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await bus.close()
+
+
+def _server(app: object, port: int, host: str) -> EmbeddedServer:
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        server_header=False,
+        date_header=False,
+    )
+    return EmbeddedServer(config)

@@ -1,0 +1,81 @@
+"""Makes sure the full stack's PostgreSQL databases, Redis and RabbitMQ topology exist."""
+
+import asyncpg
+from redis.asyncio import Redis
+from sqlalchemy.engine import make_url
+
+from launcher.options import LaunchOptions
+from launcher.registry import SERVICES
+from shared.events.rabbitmq import RabbitBus
+
+
+def database_url(options: LaunchOptions, service: str) -> str:
+    return f"{options.postgres_url.rstrip('/')}/{options.database_prefix}_{service}"
+
+
+async def create_databases(options: LaunchOptions) -> None:
+    url = make_url(options.postgres_url.rstrip("/") + "/postgres")
+    connection = await asyncpg.connect(
+        host=url.host, port=url.port or 5432, user=url.username, password=url.password,
+        database="postgres",
+    )
+    try:
+        for entry in SERVICES:
+            name = f"{options.database_prefix}_{entry.name}"
+            exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+            if not exists:
+                await connection.execute(f'CREATE DATABASE "{name}"')
+                print(f"  created database {name}", flush=True)
+    finally:
+        await connection.close()
+
+
+async def drop_databases(options: LaunchOptions) -> None:
+    url = make_url(options.postgres_url.rstrip("/") + "/postgres")
+    connection = await asyncpg.connect(
+        host=url.host, port=url.port or 5432, user=url.username, password=url.password,
+        database="postgres",
+    )
+    try:
+        for entry in SERVICES:
+            await connection.execute(
+                f'DROP DATABASE IF EXISTS "{options.database_prefix}_{entry.name}" WITH (FORCE)'
+            )
+    finally:
+        await connection.close()
+
+
+async def check_redis(options: LaunchOptions) -> None:
+    redis = Redis.from_url(options.redis_url, socket_connect_timeout=3)
+    try:
+        await redis.ping()
+    finally:
+        await redis.aclose()
+
+
+async def declare_topology(options: LaunchOptions) -> None:
+    """Declares every consumer's queue first, so no event published at start-up is dropped."""
+    bus = RabbitBus(options.amqp_url, options.events_exchange)
+    await bus.start()
+    try:
+        await bus.wait_connected(timeout=15)
+        for entry in SERVICES:
+            subscription = entry.subscription(options.queue_prefix)
+            if subscription is not None:
+                await bus.declare(subscription)
+    finally:
+        await bus.close()
+
+
+async def prepare(options: LaunchOptions) -> None:
+    steps = [
+        ("PostgreSQL", create_databases),
+        ("Redis", check_redis),
+        ("RabbitMQ", declare_topology),
+    ]
+    for name, step in steps:
+        try:
+            await step(options)
+        except Exception as exc:
+            raise SystemExit(f"{name} is not reachable or not usable: {exc!r}") from exc
+        print(f"  {name:<10} ok", flush=True)

@@ -1,0 +1,30 @@
+"""Where things run, from the environment, with defaults for this machine."""
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class LaunchOptions(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    gateway_port: int = 8000
+    host: str = "127.0.0.1"
+    var_dir: str = "var"
+    postgres_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432"
+    database_prefix: str = "lyceum"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    events_exchange: str = "lyceum.events"
+    queue_prefix: str = "lyceum"
+    gateway_workers: int = 2
+
+    def port(self, offset: int) -> int:
+        return self.gateway_port + offset
+
+    def url(self, offset: int) -> str:
+        return f"http://{self.host}:{self.port(offset)}"
+
+    def upstreams(self, names_and_offsets: list[tuple[str, int]]) -> dict[str, str]:
+        return {name: self.url(offset) for name, offset in names_and_offsets}
+
+    def jwks_url(self) -> str:
+        return f"{self.url(1)}/api/v1/auth/.well-known/jwks.json"

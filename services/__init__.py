@@ -1,0 +1,1 @@
+"""Lyceum services; each owns its database."""

@@ -1,0 +1,1 @@
+"""Credentials, tokens, JWKS, logout and revocation."""

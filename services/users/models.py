@@ -1,0 +1,34 @@
+import uuid
+
+from sqlalchemy import Boolean, String, Text, Uuid
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.db import TimestampMixin, new_metadata
+from shared.events.consumer import ProcessedEventMixin
+from shared.events.outbox import OutboxMixin
+
+
+class Base(DeclarativeBase):
+    metadata = new_metadata()
+
+
+class Profile(TimestampMixin, Base):
+    """A user's profile; its id is the account id that auth announced in `user.created`."""
+
+    __tablename__ = "profiles"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True, nullable=False)
+    name: Mapped[str] = mapped_column(String(200), index=True, nullable=False)
+    role: Mapped[str] = mapped_column(String(20), index=True, nullable=False)
+    bio: Mapped[str | None] = mapped_column(Text)
+    avatar_url: Mapped[str | None] = mapped_column(String(2048))
+    is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+
+
+class OutboxEvent(OutboxMixin, Base):
+    __tablename__ = "outbox"
+
+
+class ProcessedEvent(ProcessedEventMixin, Base):
+    __tablename__ = "processed_events"

@@ -1,0 +1,194 @@
+"""The one error envelope, and the handlers that put every failure into it."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.logging import get_logger
+from shared.request_id import current_request_id
+
+log = get_logger(__name__)
+
+CODE_BY_STATUS = {
+    400: "VALIDATION_ERROR",
+    401: "AUTHENTICATION_REQUIRED",
+    403: "PERMISSION_DENIED",
+    404: "RESOURCE_NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMIT_EXCEEDED",
+    500: "INTERNAL_ERROR",
+    502: "SERVICE_UNAVAILABLE",
+    503: "SERVICE_UNAVAILABLE",
+    504: "UPSTREAM_TIMEOUT",
+}
+
+DEFAULT_MESSAGES = {
+    "VALIDATION_ERROR": "Invalid input data",
+    "AUTHENTICATION_REQUIRED": "Authentication required",
+    "INVALID_TOKEN": "Invalid token",
+    "TOKEN_EXPIRED": "Token has expired",
+    "PERMISSION_DENIED": "Permission denied",
+    "RESOURCE_NOT_FOUND": "Resource not found",
+    "METHOD_NOT_ALLOWED": "Method not allowed",
+    "CONFLICT": "Conflict",
+    "PAYLOAD_TOO_LARGE": "Payload too large",
+    "UNSUPPORTED_MEDIA_TYPE": "Unsupported media type",
+    "RATE_LIMIT_EXCEEDED": "Rate limit exceeded",
+    "SERVICE_UNAVAILABLE": "Service unavailable",
+    "UPSTREAM_TIMEOUT": "Upstream timed out",
+    "INTERNAL_ERROR": "Internal server error",
+}
+
+
+class ApiError(Exception):
+    """An error that reaches the client in the envelope."""
+
+    status_code = 500
+    code = "INTERNAL_ERROR"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.message = message or DEFAULT_MESSAGES[self.code]
+        self.details = details
+        self.headers = headers
+        super().__init__(self.message)
+
+
+class ValidationFailed(ApiError):
+    status_code, code = 400, "VALIDATION_ERROR"
+
+
+class AuthenticationRequired(ApiError):
+    status_code, code = 401, "AUTHENTICATION_REQUIRED"
+
+
+class InvalidToken(ApiError):
+    status_code, code = 401, "INVALID_TOKEN"
+
+
+class TokenExpired(ApiError):
+    status_code, code = 401, "TOKEN_EXPIRED"
+
+
+class PermissionDenied(ApiError):
+    status_code, code = 403, "PERMISSION_DENIED"
+
+
+class NotFound(ApiError):
+    status_code, code = 404, "RESOURCE_NOT_FOUND"
+
+
+class Conflict(ApiError):
+    status_code, code = 409, "CONFLICT"
+
+
+class PayloadTooLarge(ApiError):
+    status_code, code = 413, "PAYLOAD_TOO_LARGE"
+
+
+class UnsupportedMediaType(ApiError):
+    status_code, code = 415, "UNSUPPORTED_MEDIA_TYPE"
+
+
+class RateLimitExceeded(ApiError):
+    status_code, code = 429, "RATE_LIMIT_EXCEEDED"
+
+
+class ServiceUnavailable(ApiError):
+    status_code, code = 503, "SERVICE_UNAVAILABLE"
+
+
+class UpstreamTimeout(ApiError):
+    status_code, code = 504, "UPSTREAM_TIMEOUT"
+
+
+def utc_timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def error_body(code: str, message: str | None = None, details: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message or DEFAULT_MESSAGES[code]}
+    if details is not None:
+        error["details"] = details
+    return {
+        "status": "error",
+        "error": error,
+        "request_id": current_request_id(),
+        "timestamp": utc_timestamp(),
+    }
+
+
+def error_response(
+    status_code: int,
+    code: str,
+    message: str | None = None,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(error_body(code, message, details), status_code, headers=headers)
+
+
+def _validation_details(exc: RequestValidationError) -> dict[str, Any]:
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    issue = str(first.get("msg", "Invalid value"))
+    if first.get("type") == "json_invalid":
+        return {"field": "body", "issue": "Malformed JSON"}
+    details: dict[str, Any] = {"field": ".".join(location) or "body", "issue": issue}
+    if len(errors) > 1:
+        details["errors"] = [
+            {
+                "field": ".".join(
+                    str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path")
+                ),
+                "issue": str(e.get("msg")),
+            }
+            for e in errors
+        ]
+    return details
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(400, "VALIDATION_ERROR", details=_validation_details(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = CODE_BY_STATUS.get(exc.status_code, "INTERNAL_ERROR")
+    message = exc.detail if isinstance(exc.detail, str) and exc.status_code < 500 else None
+    if exc.status_code == 404 and message == "Not Found":
+        message = None
+    if exc.status_code == 405 and message == "Method Not Allowed":
+        message = None
+    return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+
+
+async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled_error", path=request.url.path, method=request.method)
+    return error_response(500, "INTERNAL_ERROR")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unhandled_error)

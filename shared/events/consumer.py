@@ -1,0 +1,70 @@
+"""The consumer side: each event handled once per service, in the transaction of its work."""
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from opentelemetry import propagate, trace
+from sqlalchemy import String
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+from starlette.datastructures import State
+
+from shared.db import Database, UTCDateTime, utcnow
+from shared.events.bus import Subscription
+from shared.events.cloudevents import CloudEvent
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+tracer = trace.get_tracer("lyceum.events")
+
+# A handler changes its service's data in the session it is given; the consumer commits.
+DomainHandler = Callable[[AsyncSession, CloudEvent, State], Awaitable[None]]
+
+
+class ProcessedEventMixin:
+    """Columns of a service's `processed_events` table: the idempotency record."""
+
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(100), nullable=False)
+    processed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+
+class EventConsumer:
+    """Runs a domain handler and records the event id in one transaction; the bus acks
+    after that commit. A redelivered event finds its id recorded and changes nothing."""
+
+    def __init__(
+        self,
+        database: Database,
+        processed_model: type[ProcessedEventMixin],
+        queue: str,
+        handlers: dict[str, DomainHandler],
+        state: State,
+    ) -> None:
+        self._state = state
+        self._database = database
+        self._processed_model = processed_model
+        self._handlers = handlers
+        self.subscription = Subscription(queue, tuple(handlers), self.handle)
+
+    async def handle(self, event: CloudEvent, headers: dict[str, str]) -> None:
+        handler = self._handlers.get(event.type)
+        if handler is None:
+            return
+        context = propagate.extract(headers)
+        with tracer.start_as_current_span(f"consume {event.type}", context=context):
+            try:
+                async with self._database.sessions() as session, session.begin():
+                    if await session.get(self._processed_model, event.id) is not None:
+                        log.info("event_duplicate_ignored", event_id=event.id, type=event.type)
+                        return
+                    await handler(session, event, self._state)
+                    session.add(self._processed_model(event_id=event.id, event_type=event.type))
+            except IntegrityError:
+                async with self._database.sessions() as session:
+                    if await session.get(self._processed_model, event.id) is None:
+                        raise
+                log.info("event_duplicate_ignored", event_id=event.id, type=event.type)
+                return
+        log.info("event_processed", event_id=event.id, type=event.type)

@@ -1,0 +1,157 @@
+"""The full-stack bus: one durable topic exchange on RabbitMQ, quorum queues, dead letters."""
+
+import asyncio
+import contextlib
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+)
+from pydantic import ValidationError
+
+from shared.events.bus import Subscription
+from shared.events.cloudevents import CONTENT_TYPE, CloudEvent
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+PUBLISH_TIMEOUT_SECONDS = 5.0
+
+
+class RabbitBus:
+    def __init__(
+        self,
+        url: str,
+        exchange: str = "lyceum.events",
+        *,
+        delivery_limit: int = 5,
+        prefetch: int = 32,
+    ) -> None:
+        self._url = url
+        self._exchange_name = exchange
+        self._dead_letter_exchange_name = f"{exchange}.dlx"
+        self._delivery_limit = delivery_limit
+        self._prefetch = prefetch
+        self._connection: AbstractRobustConnection | None = None
+        self._publish_channel: AbstractChannel | None = None
+        self._consume_channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._connected = asyncio.Event()
+        self._connecting: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connects in the background until the broker answers; the outbox waits meanwhile."""
+        if self._connecting is None:
+            self._connecting = asyncio.create_task(self._connect_until_up())
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    async def _connect_until_up(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self._connection = await aio_pika.connect_robust(self._url, timeout=10)
+                break
+            except Exception as exc:
+                log.warning("broker_unreachable", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        self._publish_channel = await self._connection.channel(publisher_confirms=True)
+        self._consume_channel = await self._connection.channel()
+        await self._consume_channel.set_qos(prefetch_count=self._prefetch)
+        self._exchange = await self._publish_channel.declare_exchange(
+            self._exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        await self._publish_channel.declare_exchange(
+            self._dead_letter_exchange_name, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        self._connected.set()
+        log.info("broker_connected", exchange=self._exchange_name)
+
+    async def declare(self, subscription: Subscription) -> None:
+        await self._connected.wait()
+        assert self._consume_channel is not None
+        channel = self._consume_channel
+        dead_letter_queue = await channel.declare_queue(
+            f"{subscription.queue}.dlq", durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dead_letter_queue.bind(self._dead_letter_exchange_name, subscription.queue)
+        queue = await channel.declare_queue(
+            subscription.queue,
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-dead-letter-exchange": self._dead_letter_exchange_name,
+                "x-dead-letter-routing-key": subscription.queue,
+                "x-delivery-limit": self._delivery_limit,
+            },
+        )
+        for key in subscription.binding_keys:
+            await queue.bind(self._exchange_name, key)
+
+    async def consume(self, subscription: Subscription) -> None:
+        """Declares and consumes once the broker is reachable, without blocking start-up."""
+        asyncio.create_task(self._declare_and_consume(subscription))  # noqa: RUF006
+
+    async def _declare_and_consume(self, subscription: Subscription) -> None:
+        handler = subscription.handler
+        assert handler is not None
+        await self.declare(subscription)
+        assert self._consume_channel is not None
+        queue = await self._consume_channel.get_queue(subscription.queue, ensure=False)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            try:
+                event = CloudEvent.from_json(message.body)
+            except ValidationError:
+                log.error("event_malformed", queue=subscription.queue, message_id=message.message_id)
+                await message.reject(requeue=False)
+                return
+            headers = {str(k): str(v) for k, v in (message.headers or {}).items()}
+            try:
+                await handler(event, headers)
+            except Exception:
+                log.exception("event_handler_failed", queue=subscription.queue, event_id=event.id)
+                await message.nack(requeue=True)
+                return
+            await message.ack()
+
+        await queue.consume(on_message)
+
+    async def publish(self, event: CloudEvent, headers: dict[str, str]) -> None:
+        if not self._connected.is_set() or self._exchange is None:
+            raise ConnectionError("broker not connected")
+        assert self._connection is not None
+        if self._connection.is_closed:
+            raise ConnectionError("broker connection lost")
+        message = aio_pika.Message(
+            body=event.to_json(),
+            content_type=CONTENT_TYPE,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=event.id,
+            type=event.type,
+            timestamp=event.time,
+            headers=dict(headers),
+        )
+        await self._exchange.publish(
+            message, routing_key=event.type, timeout=PUBLISH_TIMEOUT_SECONDS
+        )
+
+    async def is_ready(self) -> bool:
+        return (
+            self._connected.is_set()
+            and self._connection is not None
+            and not self._connection.is_closed
+        )
+
+    async def close(self) -> None:
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connecting
+        if self._connection is not None:
+            await self._connection.close()

@@ -1,0 +1,59 @@
+"""`X-Request-ID` in and out of every hop, bound to the logs of the request."""
+
+import re
+import uuid
+from contextvars import ContextVar
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_ID_HEADER = "x-request-id"
+_WELL_FORMED = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+_request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+def current_request_id() -> str | None:
+    return _request_id.get()
+
+
+def accept_or_generate(candidate: str | None) -> str:
+    if candidate and _WELL_FORMED.match(candidate):
+        return candidate
+    return str(uuid.uuid4())
+
+
+class RequestIdMiddleware:
+    """Pure ASGI, so that it costs nothing per streamed chunk."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        incoming = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        request_id = accept_or_generate(incoming)
+        token = _request_id.set(request_id)
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        encoded = request_id.encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"
+                ]
+                headers.append((b"x-request-id", encoded))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            structlog.contextvars.unbind_contextvars("request_id")
+            _request_id.reset(token)

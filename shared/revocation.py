@@ -1,0 +1,116 @@
+"""Denied access tokens: by `jti` until they expire, and by user from a point in time.
+
+Redis in the full stack so that every service and gateway replica sees the same
+list; a process-wide dictionary in the embedded mode, where everything shares a process.
+"""
+
+import time
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+
+class RevocationStore(Protocol):
+    async def revoke_token(self, jti: str, expires_at: int) -> None: ...
+
+    async def revoke_user(self, user_id: str, ttl_seconds: int) -> None: ...
+
+    async def revoke_session(self, session_id: str, ttl_seconds: int) -> None: ...
+
+    async def is_revoked(
+        self, jti: str, user_id: str, issued_at: int, session_id: str | None = None
+    ) -> bool: ...
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryRevocationStore:
+    def __init__(self) -> None:
+        self._tokens: dict[str, int] = {}
+        self._users: dict[str, tuple[int, int]] = {}
+        self._sessions: dict[str, int] = {}
+
+    async def revoke_token(self, jti: str, expires_at: int) -> None:
+        self._tokens[jti] = expires_at
+
+    async def revoke_user(self, user_id: str, ttl_seconds: int) -> None:
+        now = int(time.time())
+        self._users[user_id] = (now, now + ttl_seconds)
+
+    async def revoke_session(self, session_id: str, ttl_seconds: int) -> None:
+        self._sessions[session_id] = int(time.time()) + ttl_seconds
+
+    async def is_revoked(
+        self, jti: str, user_id: str, issued_at: int, session_id: str | None = None
+    ) -> bool:
+        now = int(time.time())
+        for entries, key in ((self._tokens, jti), (self._sessions, session_id)):
+            until = entries.get(key) if key else None
+            if until is not None:
+                if until > now:
+                    return True
+                del entries[key]  # type: ignore[arg-type]
+        user_entry = self._users.get(user_id)
+        if user_entry is not None:
+            revoked_at, until = user_entry
+            if until <= now:
+                del self._users[user_id]
+            elif issued_at <= revoked_at:
+                return True
+        return False
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisRevocationStore:
+    def __init__(self, redis: Redis, prefix: str = "lyceum:revoked") -> None:
+        self._redis = redis
+        self._prefix = prefix
+
+    async def revoke_token(self, jti: str, expires_at: int) -> None:
+        ttl = max(1, expires_at - int(time.time()))
+        await self._redis.set(f"{self._prefix}:jti:{jti}", 1, ex=ttl)
+
+    async def revoke_user(self, user_id: str, ttl_seconds: int) -> None:
+        await self._redis.set(
+            f"{self._prefix}:user:{user_id}", int(time.time()), ex=max(1, ttl_seconds)
+        )
+
+    async def revoke_session(self, session_id: str, ttl_seconds: int) -> None:
+        await self._redis.set(f"{self._prefix}:sid:{session_id}", 1, ex=max(1, ttl_seconds))
+
+    async def is_revoked(
+        self, jti: str, user_id: str, issued_at: int, session_id: str | None = None
+    ) -> bool:
+        token_entry, user_entry, session_entry = await self._redis.mget(
+            f"{self._prefix}:jti:{jti}",
+            f"{self._prefix}:user:{user_id}",
+            f"{self._prefix}:sid:{session_id or '-'}",
+        )
+        if token_entry is not None or session_entry is not None:
+            return True
+        return user_entry is not None and issued_at <= int(user_entry)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+_process_store = MemoryRevocationStore()
+
+
+def revocation_store(redis_url: str | None, prefix: str = "lyceum:revoked") -> RevocationStore:
+    if redis_url:
+        return RedisRevocationStore(Redis.from_url(redis_url), prefix)
+    return _process_store

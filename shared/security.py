@@ -1,0 +1,195 @@
+"""Access-token verification, shared by the gateway and every service."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from shared.errors import AuthenticationRequired, InvalidToken, PermissionDenied, TokenExpired
+from shared.logging import get_logger
+from shared.revocation import RevocationStore
+
+log = get_logger(__name__)
+
+REQUIRED_CLAIMS = ["iss", "aud", "sub", "exp", "iat", "nbf", "jti"]
+
+
+@dataclass(frozen=True)
+class Identity:
+    user_id: uuid.UUID
+    roles: tuple[str, ...]
+    jti: str
+    expires_at: int
+    session_id: str | None = None
+    claims: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+    def has_role(self, *roles: str) -> bool:
+        return any(role in self.roles for role in roles)
+
+
+class KeySource(Protocol):
+    async def get_key(self, kid: str) -> Any | None: ...
+
+
+class JwksKeySource:
+    """Public keys from a JWKS URL: cached, refetched on an unknown `kid` at most every
+    `min_refresh_seconds`, so that a flood of made-up `kid`s cannot hammer the auth service."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_refresh_seconds: float = 10.0,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._url = url
+        self._min_refresh = min_refresh_seconds
+        self._client = client
+        self._keys: dict[str, Any] = {}
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def get_key(self, kid: str) -> Any | None:
+        key = self._keys.get(kid)
+        if key is not None:
+            return key
+        async with self._lock:
+            if kid in self._keys:
+                return self._keys[kid]
+            if time.monotonic() - self._fetched_at < self._min_refresh:
+                return None
+            await self._refresh()
+        return self._keys.get(kid)
+
+    async def _refresh(self) -> None:
+        self._fetched_at = time.monotonic()
+        try:
+            if self._client is None:
+                async with httpx.AsyncClient(timeout=5.0) as client:
+                    response = await client.get(self._url)
+            else:
+                response = await self._client.get(self._url, timeout=5.0)
+            response.raise_for_status()
+            jwk_set = jwt.PyJWKSet.from_dict(response.json())
+        except (httpx.HTTPError, jwt.PyJWKSetError, ValueError) as exc:
+            log.warning("jwks_fetch_failed", url=self._url, error=str(exc))
+            self._fetched_at = float("-inf") if not self._keys else self._fetched_at
+            return
+        self._keys = {jwk.key_id: jwk.key for jwk in jwk_set.keys if jwk.key_id}
+
+
+class CallableKeySource:
+    """Keys looked up in-process (the auth service verifies against its own key ring)."""
+
+    def __init__(self, lookup: Callable[[str], Awaitable[Any | None]]) -> None:
+        self._lookup = lookup
+
+    async def get_key(self, kid: str) -> Any | None:
+        return await self._lookup(kid)
+
+
+class TokenVerifier:
+    def __init__(
+        self,
+        keys: KeySource,
+        revocations: RevocationStore,
+        *,
+        issuer: str,
+        audience: str,
+        algorithms: list[str],
+        leeway_seconds: int = 10,
+    ) -> None:
+        self._keys = keys
+        self._revocations = revocations
+        self._issuer = issuer
+        self._audience = audience
+        self._algorithms = algorithms
+        self._leeway = leeway_seconds
+
+    async def verify(self, token: str) -> Identity:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("Malformed token") from exc
+        if header.get("alg") not in self._algorithms:
+            raise InvalidToken("Token algorithm not allowed")
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise InvalidToken("Token has no key id")
+        key = await self._keys.get_key(kid)
+        if key is None:
+            raise InvalidToken("Unknown signing key")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=self._algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": REQUIRED_CLAIMS},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenExpired() from exc
+        except jwt.PyJWTError as exc:
+            raise InvalidToken() from exc
+        identity = identity_from_claims(claims)
+        if await self._revocations.is_revoked(
+            identity.jti, str(identity.user_id), int(claims["iat"]), identity.session_id
+        ):
+            raise InvalidToken("Token has been revoked")
+        return identity
+
+
+def identity_from_claims(claims: dict[str, Any]) -> Identity:
+    try:
+        user_id = uuid.UUID(str(claims["sub"]))
+    except ValueError as exc:
+        raise InvalidToken("Invalid subject") from exc
+    roles = claims.get("roles") or []
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise InvalidToken("Invalid roles claim")
+    return Identity(
+        user_id=user_id,
+        roles=tuple(roles),
+        jti=str(claims["jti"]),
+        expires_at=int(claims["exp"]),
+        session_id=claims.get("sid"),
+        claims=claims,
+    )
+
+
+bearer_scheme = HTTPBearer(auto_error=False, description="Access token from /api/v1/auth/login")
+
+
+async def current_identity(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
+) -> Identity:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise AuthenticationRequired()
+    verifier: TokenVerifier = request.app.state.token_verifier
+    return await verifier.verify(credentials.credentials)
+
+
+def require_roles(*roles: str) -> Callable[..., Awaitable[Identity]]:
+    async def dependency(identity: Identity = Depends(current_identity)) -> Identity:
+        if not identity.has_role(*roles):
+            raise PermissionDenied()
+        return identity
+
+    return dependency
+
+
+require_admin = require_roles("admin")

@@ -1,0 +1,37 @@
+"""Settings common to every service, read from the environment."""
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs to know about its surroundings.
+
+    Unset `REDIS_URL` / `AMQP_URL` select the embedded mode: in-memory stores and
+    the in-process event bus.
+    """
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
+
+    service_name: str = "service"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str = ""
+    redis_url: str | None = None
+    amqp_url: str | None = None
+    events_exchange: str = "lyceum.events"
+    queue_prefix: str = "lyceum"
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    jwks_url: str = "http://127.0.0.1:8001/api/v1/auth/.well-known/jwks.json"
+    jwt_issuer: str = "lyceum"
+    jwt_audience: str = "lyceum-api"
+    jwt_algorithms: list[str] = Field(default_factory=lambda: ["EdDSA"])
+    jwt_leeway_seconds: int = 10
+
+    outbox_poll_seconds: float = 2.0
+    event_delivery_limit: int = 5
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///var/{self.service_name}.db"
