@@ -2,6 +2,7 @@
 
 import asyncio
 import sys
+from pathlib import Path
 
 from launcher.embedded import run_embedded
 from launcher.full import run_full
@@ -12,7 +13,9 @@ def main() -> None:
     mode = sys.argv[1] if len(sys.argv) > 1 else "embedded"
     options = LaunchOptions()
     if mode == "embedded":
-        asyncio.run(run_embedded(options))
+        var_dir = Path(options.var_dir).resolve()
+        var_dir.mkdir(parents=True, exist_ok=True)
+        asyncio.run(run_embedded(options, var_dir))
     elif mode == "full":
         asyncio.run(run_full(options))
     else:

@@ -23,9 +23,7 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
-async def run_embedded(options: LaunchOptions) -> None:
-    var_dir = Path(options.var_dir).resolve()
-    var_dir.mkdir(parents=True, exist_ok=True)
+async def run_embedded(options: LaunchOptions, var_dir: Path) -> None:
     common = {
         "host": options.host,
         "redis_url": None,
@@ -44,13 +42,25 @@ async def run_embedded(options: LaunchOptions) -> None:
         subscription = entry.subscription(options.queue_prefix)
         if subscription is not None:
             await bus.declare(subscription)
-        servers.append((entry.name, options.url(entry.port_offset), _server(entry.create_app(settings), settings.port, options.host)))
+        servers.append(
+            (
+                entry.name,
+                options.url(entry.port_offset),
+                _server(entry.create_app(settings), settings.port, options.host),
+            )
+        )
     gateway_settings = GATEWAY.settings(
         **common,
         port=options.gateway_port,
         upstreams=options.upstreams([(e.name, e.port_offset) for e in SERVICES]),
     )
-    servers.append(("gateway", options.url(0), _server(GATEWAY.create_app(gateway_settings), options.gateway_port, options.host)))
+    servers.append(
+        (
+            "gateway",
+            options.url(0),
+            _server(GATEWAY.create_app(gateway_settings), options.gateway_port, options.host),
+        )
+    )
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

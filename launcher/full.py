@@ -26,7 +26,9 @@ def service_environment(options: LaunchOptions, entry: ServiceEntry) -> dict[str
         JWKS_URL=options.jwks_url(),
     )
     if entry is GATEWAY:
-        env["UPSTREAMS"] = json.dumps(options.upstreams([(e.name, e.port_offset) for e in SERVICES]))
+        env["UPSTREAMS"] = json.dumps(
+            options.upstreams([(e.name, e.port_offset) for e in SERVICES])
+        )
         env["WORKERS"] = str(options.gateway_workers)
     else:
         env["DATABASE_URL"] = database_url(options, entry.name)
@@ -43,7 +45,7 @@ async def run_full(options: LaunchOptions) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         for entry in [*SERVICES, GATEWAY]:
-            processes[entry.name] = subprocess.Popen(  # noqa: ASYNC220
+            processes[entry.name] = subprocess.Popen(  # noqa: ASYNC220, S603
                 [sys.executable, "-m", entry.package],
                 env=service_environment(options, entry),
                 start_new_session=True,

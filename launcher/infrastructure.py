@@ -16,7 +16,10 @@ def database_url(options: LaunchOptions, service: str) -> str:
 async def create_databases(options: LaunchOptions) -> None:
     url = make_url(options.postgres_url.rstrip("/") + "/postgres")
     connection = await asyncpg.connect(
-        host=url.host, port=url.port or 5432, user=url.username, password=url.password,
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
         database="postgres",
     )
     try:
@@ -33,7 +36,10 @@ async def create_databases(options: LaunchOptions) -> None:
 async def drop_databases(options: LaunchOptions) -> None:
     url = make_url(options.postgres_url.rstrip("/") + "/postgres")
     connection = await asyncpg.connect(
-        host=url.host, port=url.port or 5432, user=url.username, password=url.password,
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
         database="postgres",
     )
     try:
@@ -58,7 +64,7 @@ async def declare_topology(options: LaunchOptions) -> None:
     bus = RabbitBus(options.amqp_url, options.events_exchange)
     await bus.start()
     try:
-        await bus.wait_connected(timeout=15)
+        await bus.wait_connected(within_seconds=15)
         for entry in SERVICES:
             subscription = entry.subscription(options.queue_prefix)
             if subscription is not None:

@@ -4,8 +4,8 @@ import time
 import httpx
 
 
-async def wait_healthy(name: str, url: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_healthy(name: str, url: str, within_seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + within_seconds
     async with httpx.AsyncClient(timeout=2.0) as client:
         while True:
             try:
@@ -15,5 +15,7 @@ async def wait_healthy(name: str, url: str, timeout: float = 60.0) -> None:
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{name} did not become healthy at {url} within {timeout}s")
+                raise TimeoutError(
+                    f"{name} did not become healthy at {url} within {within_seconds}s"
+                )
             await asyncio.sleep(0.2)

@@ -1,4 +1,4 @@
-"""One async SQLAlchemy engine per service; SQLite in the embedded mode, PostgreSQL in the full stack."""
+"""One async SQLAlchemy engine per service: SQLite when embedded, PostgreSQL in the full stack."""
 
 import uuid
 from collections.abc import AsyncIterator
@@ -9,7 +9,12 @@ from typing import Any
 from fastapi import Request
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 NAMING_CONVENTION = {

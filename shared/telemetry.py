@@ -8,4 +8,6 @@ from opentelemetry.sdk.trace import TracerProvider
 def configure_tracing(service_name: str) -> None:
     if isinstance(trace.get_tracer_provider(), TracerProvider):
         return
-    trace.set_tracer_provider(TracerProvider(resource=Resource.create({"service.name": service_name})))
+    trace.set_tracer_provider(
+        TracerProvider(resource=Resource.create({"service.name": service_name}))
+    )

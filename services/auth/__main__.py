@@ -1,4 +1,4 @@
-"""`python -m services.auth` serves; `python -m services.auth rotate-key` rotates the signing key."""
+"""`python -m services.auth` serves; `python -m services.auth rotate-key` rotates the key."""
 
 import asyncio
 import sys

@@ -22,7 +22,7 @@ async def start_key_ring(app: FastAPI) -> None:
     key_ring: KeyRing = app.state.key_ring
     key_ring.bind(app.state.database)
     await key_ring.ensure_signing_key()
-    app.state.token_issuer = TokenIssuer(settings, key_ring)
+    app.state.token_issuer = TokenIssuer(settings, key_ring, app.state.revocations)
 
 
 async def create_first_admin(app: FastAPI) -> None:

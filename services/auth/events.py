@@ -1,4 +1,4 @@
-"""What auth publishes (`user.created`) and what it learns from users (`user.updated`, `user.deleted`)."""
+"""What auth publishes (`user.created`) and learns from users (`user.updated`, `user.deleted`)."""
 
 import uuid
 from typing import Any
@@ -15,7 +15,12 @@ outbox = Outbox(OutboxEvent, source="lyceum/auth")
 
 
 def user_data(account: Account) -> dict[str, Any]:
-    return {"id": str(account.id), "email": account.email, "name": account.name, "role": account.role}
+    return {
+        "id": str(account.id),
+        "email": account.email,
+        "name": account.name,
+        "role": account.role,
+    }
 
 
 def record_user_created(session: AsyncSession, account: Account) -> None:

@@ -55,7 +55,9 @@ class KeyRing:
         kid = secrets.token_urlsafe(12)
         async with self.database.sessions() as session, session.begin():
             await session.execute(
-                update(SigningKey).where(SigningKey.retired_at.is_(None)).values(retired_at=utcnow())
+                update(SigningKey)
+                .where(SigningKey.retired_at.is_(None))
+                .values(retired_at=utcnow())
             )
             session.add(SigningKey(kid=kid, algorithm=ALGORITHM, private_key_pem=pem))
         self._loaded_at = float("-inf")

@@ -1,4 +1,3 @@
-import time
 import uuid
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -104,13 +103,10 @@ async def logout(
     issuer: TokenIssuer = Depends(token_issuer),
 ) -> Response:
     """Revokes this login's refresh-token family and denies the access token until it expires."""
-    revocations = request.app.state.revocations
     if identity.session_id:
         await issuer.revoke_family(session, uuid.UUID(identity.session_id))
         await session.commit()
-        ttl = max(1, identity.expires_at - int(time.time()))
-        await revocations.revoke_session(identity.session_id, ttl)
-    await revocations.revoke_token(identity.jti, identity.expires_at)
+    await request.app.state.revocations.revoke_token(identity.jti, identity.expires_at)
     return Response(status_code=204)
 
 

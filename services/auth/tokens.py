@@ -17,6 +17,7 @@ from services.auth.settings import AuthSettings
 from shared.db import utcnow
 from shared.errors import InvalidToken, TokenExpired
 from shared.logging import get_logger
+from shared.revocation import RevocationStore
 
 log = get_logger(__name__)
 
@@ -33,9 +34,10 @@ def hash_refresh_token(token: str) -> str:
 
 
 class TokenIssuer:
-    def __init__(self, settings: AuthSettings, keys: KeyRing) -> None:
+    def __init__(self, settings: AuthSettings, keys: KeyRing, revocations: RevocationStore) -> None:
         self._settings = settings
         self._keys = keys
+        self._revocations = revocations
 
     async def access_token(self, account: Account, session_id: uuid.UUID) -> str:
         kid, private_key = await self._keys.signing_key()
@@ -76,6 +78,11 @@ class TokenIssuer:
         return await self._issue(session, account, family_id=token.family_id)
 
     async def revoke_family(self, session: AsyncSession, family_id: uuid.UUID) -> None:
+        """Revokes a login's refresh tokens, and denies the access tokens issued with them."""
+        await self._revocations.revoke_session(
+            str(family_id),
+            self._settings.access_token_ttl_seconds + self._settings.jwt_leeway_seconds,
+        )
         await session.execute(
             update(RefreshToken)
             .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))

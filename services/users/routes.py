@@ -38,7 +38,9 @@ async def load_profile(session: AsyncSession, profile_id: uuid.UUID) -> Profile:
     return profile
 
 
-async def apply_changes(session: AsyncSession, profile: Profile, changes: BaseModel, *, replace: bool) -> Profile:
+async def apply_changes(
+    session: AsyncSession, profile: Profile, changes: BaseModel, *, replace: bool
+) -> Profile:
     values: dict[str, Any] = changes.model_dump(exclude_unset=not replace)
     changed = []
     for field, value in values.items():

@@ -2,6 +2,7 @@
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Any
 
 from opentelemetry import propagate, trace
 from sqlalchemy import String
@@ -60,7 +61,8 @@ class EventConsumer:
                         log.info("event_duplicate_ignored", event_id=event.id, type=event.type)
                         return
                     await handler(session, event, self._state)
-                    session.add(self._processed_model(event_id=event.id, event_type=event.type))
+                    processed: Any = self._processed_model
+                    session.add(processed(event_id=event.id, event_type=event.type))
             except IntegrityError:
                 async with self._database.sessions() as session:
                     if await session.get(self._processed_model, event.id) is None:

@@ -50,8 +50,9 @@ class Outbox:
         cloud_event = CloudEvent(source=self.source, type=event_type, subject=subject, data=data)
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
+        model: Any = self.model
         session.add(
-            self.model(
+            model(
                 id=cloud_event.id,
                 type=event_type,
                 payload=cloud_event.to_json().decode(),
@@ -105,13 +106,17 @@ class OutboxRelay:
                 await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
             self._wake.clear()
             try:
-                await self.publish_pending()
+                backlog = await self.publish_pending()
             except Exception:
                 log.exception("outbox_relay_failed")
+                backlog = True
+            if backlog:
+                # The bus refused: wait a little instead of retrying on every commit.
+                await asyncio.sleep(min(1.0, self._poll_seconds))
 
-    async def publish_pending(self) -> int:
-        """Publishes unsent rows; returns how many went out. Stops at the first failure."""
-        published = 0
+    async def publish_pending(self) -> bool:
+        """Publishes unsent rows in order, stopping at the first failure; returns whether
+        any are left behind."""
         model: Any = self._model
         while True:
             async with self._database.sessions() as session, session.begin():
@@ -125,7 +130,7 @@ class OutboxRelay:
                     query = query.with_for_update(skip_locked=True)
                 rows = (await session.scalars(query)).all()
                 if not rows:
-                    return published
+                    return False
                 for row in rows:
                     headers = {"traceparent": row.traceparent} if row.traceparent else {}
                     try:
@@ -133,6 +138,5 @@ class OutboxRelay:
                     except Exception as exc:
                         row.attempts += 1
                         log.warning("outbox_publish_failed", event_id=row.id, error=str(exc))
-                        return published
+                        return True
                     row.published_at = utcnow()
-                    published += 1

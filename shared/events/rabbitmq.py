@@ -8,6 +8,7 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
+    AbstractQueue,
     AbstractRobustConnection,
 )
 from pydantic import ValidationError
@@ -47,8 +48,8 @@ class RabbitBus:
         if self._connecting is None:
             self._connecting = asyncio.create_task(self._connect_until_up())
 
-    async def wait_connected(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self._connected.wait(), timeout)
+    async def wait_connected(self, within_seconds: float | None = None) -> None:
+        await asyncio.wait_for(self._connected.wait(), within_seconds)
 
     async def _connect_until_up(self) -> None:
         delay = 0.5
@@ -73,6 +74,9 @@ class RabbitBus:
         log.info("broker_connected", exchange=self._exchange_name)
 
     async def declare(self, subscription: Subscription) -> None:
+        await self._declare(subscription)
+
+    async def _declare(self, subscription: Subscription) -> AbstractQueue:
         await self._connected.wait()
         assert self._consume_channel is not None
         channel = self._consume_channel
@@ -92,6 +96,7 @@ class RabbitBus:
         )
         for key in subscription.binding_keys:
             await queue.bind(self._exchange_name, key)
+        return queue
 
     async def consume(self, subscription: Subscription) -> None:
         """Declares and consumes once the broker is reachable, without blocking start-up."""
@@ -100,15 +105,15 @@ class RabbitBus:
     async def _declare_and_consume(self, subscription: Subscription) -> None:
         handler = subscription.handler
         assert handler is not None
-        await self.declare(subscription)
-        assert self._consume_channel is not None
-        queue = await self._consume_channel.get_queue(subscription.queue, ensure=False)
+        queue = await self._declare(subscription)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             try:
                 event = CloudEvent.from_json(message.body)
             except ValidationError:
-                log.error("event_malformed", queue=subscription.queue, message_id=message.message_id)
+                log.error(
+                    "event_malformed", queue=subscription.queue, message_id=message.message_id
+                )
                 await message.reject(requeue=False)
                 return
             headers = {str(k): str(v) for k, v in (message.headers or {}).items()}

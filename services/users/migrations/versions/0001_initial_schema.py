@@ -10,8 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import shared.db  # noqa: F401  (column types)
-
+import shared.db
 
 revision: str = "0001"
 down_revision: str | None = None

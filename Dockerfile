@@ -1,0 +1,59 @@
+# One image for every Lyceum service. The command picks the service:
+#   python -m gateway | python -m services.auth | python -m services.users | ...
+# Configuration comes only from the environment (DATABASE_URL, REDIS_URL, AMQP_URL,
+# JWKS_URL, HOST, PORT, ...); see docker-compose.yml and deploy/k8s/.
+
+FROM python:3.11-slim AS build
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+WORKDIR /src
+
+# Runtime dependencies first (from pyproject.toml, without the dev extra), so that a code
+# change does not reinstall them.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+    && pip install --no-cache-dir -r /tmp/requirements.txt
+
+COPY shared ./shared
+COPY gateway ./gateway
+COPY services ./services
+COPY launcher ./launcher
+RUN pip install --no-cache-dir --no-deps . \
+    && python -c "import gateway, services.auth, services.users"
+
+
+FROM python:3.11-slim
+
+LABEL org.opencontainers.image.title="lyceum" \
+      org.opencontainers.image.description="Lyceum services (gateway, auth, users, ...): one image, the command picks the service"
+
+# A fixed numeric uid/gid, so that Kubernetes can check runAsNonRoot.
+RUN groupadd --system --gid 10001 lyceum \
+    && useradd --system --uid 10001 --gid lyceum --home-dir /app --no-create-home --shell /usr/sbin/nologin lyceum
+
+COPY --from=build /opt/venv /opt/venv
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOST=0.0.0.0
+
+# The code runs from site-packages; /app holds no source and nothing is written there
+# (the root filesystem may be read-only; only /tmp needs to be writable).
+WORKDIR /app
+USER 10001:10001
+
+EXPOSE 8000 8001 8002 8003 8004 8005 8006
+
+# For compose and plain docker; Kubernetes uses the probes in deploy/k8s instead.
+# PORT is set per service (gateway 8000, auth 8001, users 8002, ...).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=5 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8000') + '/health', timeout=2)"]
+
+CMD ["python", "-m", "gateway"]

@@ -1,0 +1,56 @@
+# Lyceum: `make run` starts everything on this machine; `make test` runs every test.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run run-full test test-unit test-e2e lint format typecheck migration clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	@echo "==> creating $(VENV) and installing Lyceum with its dev tools"
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --upgrade pip
+	@$(BIN)/pip install --progress-bar on -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install everything
+
+run: $(STAMP) ## Start every service in one process (SQLite, in-process bus); gateway on GATEWAY_PORT (8000)
+	@$(BIN)/python -m launcher embedded
+
+run-full: $(STAMP) ## Start one process per service on PostgreSQL, Redis and RabbitMQ (localhost)
+	@$(BIN)/python -m launcher full
+
+test: $(STAMP) ## Unit tests, then the end-to-end suite in both modes
+	@$(BIN)/pytest -ra
+
+test-unit: $(STAMP) ## Unit tests only
+	@$(BIN)/pytest -ra tests/unit
+
+test-e2e: $(STAMP) ## End-to-end tests only (embedded and full stack)
+	@$(BIN)/pytest -ra tests/e2e
+
+lint: $(STAMP) ## ruff (lint and format check) and mypy
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+	@$(BIN)/mypy shared gateway services launcher tests
+
+format: $(STAMP) ## Apply ruff's fixes and formatting
+	@$(BIN)/ruff check --fix .
+	@$(BIN)/ruff format .
+
+typecheck: $(STAMP)
+	@$(BIN)/mypy shared gateway services launcher tests
+
+migration: $(STAMP) ## New migration: make migration SERVICE=users MESSAGE="add avatar"
+	@test -n "$(SERVICE)" -a -n "$(MESSAGE)" || (echo 'usage: make migration SERVICE=name MESSAGE="what changed"'; exit 2)
+	@$(BIN)/python -c 'import sys; from pathlib import Path; from shared.migrations import new_revision; new_revision(Path("services/$(SERVICE)/migrations"), sys.argv[1])' "$(MESSAGE)"
+	@$(BIN)/ruff format --quiet services/$(SERVICE)/migrations/versions
+
+clean: ## Remove local data (var/) and caches
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

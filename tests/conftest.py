@@ -1,0 +1,140 @@
+"""The stacks the end-to-end tests drive: embedded (SQLite, in-process bus) and full
+(PostgreSQL, Redis, RabbitMQ on localhost). With CI=true an unreachable full-stack
+dependency fails the run instead of skipping it."""
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from shared.testing import Stack, TcpProxy
+
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "admin-password-for-tests"
+POSTGRES = ("127.0.0.1", 5432)
+REDIS = ("127.0.0.1", 6379)
+RABBITMQ = ("127.0.0.1", 5672)
+
+
+def unreachable_dependencies() -> list[str]:
+    missing = []
+    for name, address in (("PostgreSQL", POSTGRES), ("Redis", REDIS), ("RabbitMQ", RABBITMQ)):
+        try:
+            socket.create_connection(address, timeout=2).close()
+        except OSError:
+            missing.append(f"{name} at {address[0]}:{address[1]}")
+    return missing
+
+
+class Stacks:
+    """Starts each mode once per session, on first use, and tears all of them down."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.started: dict[str, Stack] = {}
+        self.proxies: list[TcpProxy] = []
+
+    def get(self, mode: str) -> Stack:
+        if mode not in self.started:
+            self.started[mode] = self._start(mode)
+        return self.started[mode]
+
+    def _start(self, mode: str) -> Stack:
+        env = {
+            "LYCEUM_ADMIN_EMAIL": ADMIN_EMAIL,
+            "LYCEUM_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "OUTBOX_POLL_SECONDS": "0.5",
+        }
+        stack = Stack(mode=mode, workdir=self.workdir / mode, env_overrides=env)
+        if mode == "full":
+            missing = unreachable_dependencies()
+            if missing:
+                message = f"full-stack dependencies unreachable: {', '.join(missing)}"
+                if os.environ.get("CI") == "true":
+                    pytest.fail(message)
+                pytest.skip(message)
+            # Through proxies, so that tests can take the broker or Redis away and back.
+            amqp = TcpProxy(*RABBITMQ).start()
+            redis = TcpProxy(*REDIS).start()
+            self.proxies += [amqp, redis]
+            stack.proxies = {"amqp": amqp, "redis": redis}
+            env["AMQP_URL"] = f"amqp://guest:guest@127.0.0.1:{amqp.port}/"
+            env["REDIS_URL"] = f"redis://127.0.0.1:{redis.port}/0"
+        print(f"\nstarting {mode} stack at {stack.url} (log: {stack.log_path})", flush=True)
+        try:
+            return stack.start()
+        except Exception:
+            print(stack.log_tail(), flush=True)
+            raise
+
+    def close(self) -> None:
+        for stack in self.started.values():
+            stack.stop()
+            if stack.mode == "full":
+                asyncio.run(_clean_full_stack(stack))
+        for proxy in self.proxies:
+            proxy.stop()
+
+
+async def _clean_full_stack(stack: Stack) -> None:
+    connection = await asyncpg.connect(host=POSTGRES[0], port=POSTGRES[1], user="postgres")
+    try:
+        names = await connection.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE $1", f"{stack.database_prefix}_%"
+        )
+        for row in names:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
+    finally:
+        await connection.close()
+    amqp = await aio_pika.connect(f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/")
+    async with amqp:
+        channel = await amqp.channel()
+        for queue in ("auth", "users", "courses", "chat", "documents", "webhooks"):
+            for suffix in ("", ".dlq"):
+                await channel.queue_delete(f"{stack.queue_prefix}.{queue}{suffix}")
+        for exchange in (stack.exchange, f"{stack.exchange}.dlx"):
+            await channel.exchange_delete(exchange)
+    redis = Redis.from_url(f"redis://{REDIS[0]}:{REDIS[1]}/0")
+    keys = [key async for key in redis.scan_iter(f"{stack.queue_prefix}:*")]
+    if keys:
+        await redis.delete(*keys)
+    await redis.aclose()
+
+
+@pytest.fixture(scope="session")
+def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stacks]:
+    all_stacks = Stacks(tmp_path_factory.mktemp("stacks"))
+    yield all_stacks
+    all_stacks.close()
+
+
+@pytest.fixture(scope="session", params=["embedded", "full"])
+def stack(request: pytest.FixtureRequest, stacks: Stacks) -> Stack:
+    return stacks.get(request.param)
+
+
+@pytest.fixture(scope="session")
+def full_stack(stacks: Stacks) -> Stack:
+    return stacks.get("full")
+
+
+@pytest.fixture
+async def amqp_channel(full_stack: Stack) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+    connection = await aio_pika.connect(f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/")
+    async with connection:
+        yield await connection.channel()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    missing = unreachable_dependencies()
+    state = "unreachable: " + ", ".join(missing) if missing else "all reachable"
+    return [
+        "full-stack e2e runs against PostgreSQL 127.0.0.1:5432, Redis 127.0.0.1:6379, "
+        f"RabbitMQ 127.0.0.1:5672 ({state}); CI={os.environ.get('CI', '')}"
+    ]

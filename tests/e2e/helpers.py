@@ -1,0 +1,107 @@
+"""What a client of the gateway does again and again."""
+
+import time
+import uuid
+from typing import Any
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from shared.testing import Stack, eventually
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
+
+PASSWORD = "correct horse battery"
+
+
+def unique_email(tag: str = "user") -> str:
+    return f"{tag}-{uuid.uuid4().hex[:12]}@example.com"
+
+
+async def register(
+    client: httpx.AsyncClient, email: str | None = None, role: str = "student", name: str = "Ada"
+) -> dict[str, Any]:
+    body = {"email": email or unique_email(), "password": PASSWORD, "name": name, "role": role}
+    response = await client.post("/api/v1/auth/register", json=body)
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def login(client: httpx.AsyncClient, email: str, password: str = PASSWORD) -> dict[str, Any]:
+    response = await client.post("/api/v1/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def bearer(tokens: dict[str, Any] | str) -> dict[str, str]:
+    token = tokens if isinstance(tokens, str) else tokens["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def signed_up(
+    client: httpx.AsyncClient, role: str = "student"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Registers, logs in and waits until users has built the profile."""
+    account = await register(client, role=role)
+    tokens = await login(client, account["email"])
+
+    async def profile_ready() -> bool:
+        return (await client.get("/api/v1/users/me", headers=bearer(tokens))).status_code == 200
+
+    await eventually(profile_ready)
+    return account, tokens
+
+
+async def admin_tokens(client: httpx.AsyncClient) -> dict[str, Any]:
+    return await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+
+
+def assert_envelope(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["status"] == "error"
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert body["timestamp"].endswith("Z")
+    return body
+
+
+def auth_database_url(stack: Stack) -> str:
+    if stack.mode == "full":
+        return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{stack.database_prefix}_auth"
+    return f"sqlite+aiosqlite:///{stack.workdir / 'var' / 'auth.db'}"
+
+
+async def mint_token(stack: Stack, **claims: Any) -> str:
+    """Signs with the platform's real current key (read from the auth database), so that
+    only the claims make a token bad."""
+    engine = create_async_engine(auth_database_url(stack))
+    async with engine.connect() as connection:
+        row = (
+            await connection.execute(
+                text(
+                    "SELECT kid, private_key_pem FROM signing_keys "
+                    "WHERE retired_at IS NULL ORDER BY created_at DESC LIMIT 1"
+                )
+            )
+        ).one()
+    await engine.dispose()
+    key = serialization.load_pem_private_key(row.private_key_pem.encode(), None)
+    now = int(time.time())
+    payload = {
+        "iss": "lyceum",
+        "aud": "lyceum-api",
+        "sub": str(uuid.uuid4()),
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+        "jti": str(uuid.uuid4()),
+        "roles": ["admin"],
+    }
+    payload.update(claims)
+    return jwt.encode(payload, key, algorithm="EdDSA", headers={"kid": row.kid})  # type: ignore[arg-type]
