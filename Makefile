@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run run-full test test-unit test-e2e lint format typecheck migration clean
+.PHONY: help install run run-full test test-unit test-e2e lint format typecheck migration validate-deploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ migration: $(STAMP) ## New migration: make migration SERVICE=users MESSAGE="add 
 	@test -n "$(SERVICE)" -a -n "$(MESSAGE)" || (echo 'usage: make migration SERVICE=name MESSAGE="what changed"'; exit 2)
 	@$(BIN)/python -c 'import sys; from pathlib import Path; from shared.migrations import new_revision; new_revision(Path("services/$(SERVICE)/migrations"), sys.argv[1])' "$(MESSAGE)"
 	@$(BIN)/ruff format --quiet services/$(SERVICE)/migrations/versions
+
+validate-deploy: $(STAMP) ## Validate Dockerfile, docker-compose.yml and the Kustomize base offline
+	@bash deploy/validate.sh $(VENV)
 
 clean: ## Remove local data (var/) and caches
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -114,8 +114,8 @@ def create_service_app(definition: ServiceDefinition, settings: ServiceSettings)
 
     app = FastAPI(title=definition.title, version="1.0.0", lifespan=lifespan)
     app.state.settings = settings
-    app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(health_router)
     for router in definition.routers:
         app.include_router(router)
