@@ -1,5 +1,6 @@
 """The JWKS cache: refetched on an unknown kid, at most once per interval."""
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -8,8 +9,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-
-import httpx
 
 from shared.security import JwksKeySource
 
@@ -61,7 +60,7 @@ async def test_a_rotated_key_is_found_by_refetching() -> None:
 
 @pytest.mark.parametrize("body", [b"not json", b'{"keys": "nope"}'])
 async def test_a_broken_jwks_answer_finds_no_key(body: bytes) -> None:
-    async def broken(request: Request) -> httpx.Response:
+    async def broken(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=body)
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(broken), base_url="http://auth")

@@ -96,9 +96,7 @@ async def test_a_redelivered_event_changes_nothing_twice(database: Database) -> 
     consumer = EventConsumer(
         database, ProcessedEvent, "test.users", {"user.created": create_profile}, State()
     )
-    created = CloudEvent(
-        source="lyceum/auth", type="user.created", data={"id": str(uuid.uuid4())}
-    )
+    created = CloudEvent(source="lyceum/auth", type="user.created", data={"id": str(uuid.uuid4())})
     await consumer.handle(created, {})
     await consumer.handle(created, {})
     assert calls == [created.id]

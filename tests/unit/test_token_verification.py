@@ -34,7 +34,9 @@ def claims(**overrides: Any) -> dict[str, Any]:
     return base
 
 
-def sign(payload: dict[str, Any], key: Any = SIGNING_KEY, kid: str = KID, alg: str = "EdDSA") -> str:
+def sign(
+    payload: dict[str, Any], key: Any = SIGNING_KEY, kid: str = KID, alg: str = "EdDSA"
+) -> str:
     return jwt.encode(payload, key, algorithm=alg, headers={"kid": kid})
 
 
