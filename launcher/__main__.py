@@ -1,4 +1,6 @@
-"""`python -m launcher embedded` (make run) or `python -m launcher full` (make run-full)."""
+"""`python -m launcher embedded` (make run), `python -m launcher full` (make run-full), or
+`python -m launcher topology`: declare every consumer's queue on RabbitMQ (AMQP_URL) and
+exit, as an init step before the services of a cluster start."""
 
 import asyncio
 import sys
@@ -6,6 +8,7 @@ from pathlib import Path
 
 from launcher.embedded import run_embedded
 from launcher.full import run_full
+from launcher.infrastructure import declare_topology
 from launcher.options import LaunchOptions
 
 
@@ -18,8 +21,11 @@ def main() -> None:
         asyncio.run(run_embedded(options, var_dir))
     elif mode == "full":
         asyncio.run(run_full(options))
+    elif mode == "topology":
+        asyncio.run(declare_topology(options))
+        print("queues declared", flush=True)
     else:
-        raise SystemExit("usage: python -m launcher [embedded|full]")
+        raise SystemExit("usage: python -m launcher [embedded|full|topology]")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""`X-Request-ID` in and out of every hop, bound to the logs of the request."""
+"""`X-Request-ID` in and out of every hop, bound to the logs of the request, and one
+access-log line per request with it."""
 
 import re
+import time
 import uuid
 from contextvars import ContextVar
 
@@ -10,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 REQUEST_ID_HEADER = "x-request-id"
 _WELL_FORMED = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+access_log = structlog.get_logger("access")
 
 
 def current_request_id() -> str | None:
@@ -42,9 +45,13 @@ class RequestIdMiddleware:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         scope.setdefault("state", {})["request_id"] = request_id
         encoded = request_id.encode()
+        started = time.perf_counter()
+        status = 0
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 headers = [
                     (k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"
                 ]
@@ -55,5 +62,12 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            access_log.info(
+                "request",
+                method=scope.get("method", "WS"),
+                path=scope["path"],
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
             structlog.contextvars.unbind_contextvars("request_id")
             _request_id.reset(token)
