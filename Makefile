@@ -27,7 +27,7 @@ run-full: $(STAMP) ## Start one process per service on PostgreSQL, Redis and Rab
 	@$(BIN)/python -m launcher full
 
 test: $(STAMP) ## Unit tests, then the end-to-end suite in both modes
-	@$(BIN)/pytest -ra
+	@$(BIN)/pytest -v -ra --durations=10
 
 test-unit: $(STAMP) ## Unit tests only
 	@$(BIN)/pytest -ra tests/unit
