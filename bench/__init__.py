@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench-...` targets that print figures measured side by side."""

@@ -1,0 +1,77 @@
+"""Who sees which course, and the catalogue query the list route and `make bench-courses`
+both run."""
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, false, or_, select
+
+from services.courses.models import Course
+from shared.pagination import SortOrder, order_by
+from shared.security import Identity
+
+SORTABLE = {
+    "created_at": Course.created_at,
+    "published_at": Course.published_at,
+    "title": Course.title,
+    "duration_weeks": Course.duration_weeks,
+}
+
+
+@dataclass(frozen=True)
+class CatalogueFilters:
+    search: str | None = None
+    level: str | None = None
+    status: str | None = None
+    category: str | None = None
+    instructor_id: uuid.UUID | None = None
+    orphaned: bool | None = None
+    sort: str = "created_at"
+    order: SortOrder = "desc"
+
+
+def visible_to(viewer: Identity | None) -> ColumnElement[bool]:
+    """Everybody sees published courses; instructors also their own; admins all."""
+    if viewer is not None and viewer.is_admin:
+        return Course.id.is_not(None)
+    published = Course.status == "published"
+    if viewer is not None and viewer.has_role("instructor"):
+        return or_(published, Course.instructor_id == viewer.user_id)
+    return published
+
+
+def like_pattern(term: str) -> str:
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def catalogue_query(filters: CatalogueFilters, viewer: Identity | None) -> Select[Any]:
+    """ILIKE, so that PostgreSQL can use the trigram indexes of the migration."""
+    query = select(Course).where(visible_to(viewer))
+    if filters.search:
+        pattern = like_pattern(filters.search)
+        query = query.where(
+            or_(
+                Course.title.ilike(pattern, escape="\\"),
+                Course.description.ilike(pattern, escape="\\"),
+            )
+        )
+    if filters.level:
+        query = query.where(Course.level == filters.level)
+    if filters.status:
+        query = query.where(Course.status == filters.status)
+    if filters.category:
+        query = query.where(Course.category == filters.category)
+    if filters.instructor_id:
+        query = query.where(Course.instructor_id == filters.instructor_id)
+    if filters.orphaned is not None:
+        query = query.where(Course.is_orphaned.is_(filters.orphaned))
+    return query.order_by(order_by(SORTABLE, filters.sort, filters.order), Course.id)
+
+
+def course_lookup(id_or_slug: str) -> ColumnElement[bool]:
+    try:
+        return Course.id == uuid.UUID(id_or_slug)
+    except ValueError:
+        return Course.slug == id_or_slug if id_or_slug else false()
