@@ -44,9 +44,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0
 
-# The code runs from site-packages; /app holds no source and nothing is written there
-# (the root filesystem may be read-only; only /tmp needs to be writable).
+# The code runs from site-packages; /app holds only the event catalogue (the webhooks
+# service serves it) and nothing is written there (only /tmp needs to be writable).
 WORKDIR /app
+COPY docs/events /app/docs/events
+ENV WEBHOOK_EVENT_SCHEMAS_DIR=/app/docs/events/schemas
 USER 10001:10001
 
 EXPOSE 8000 8001 8002 8003 8004 8005 8006

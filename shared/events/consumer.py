@@ -12,7 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from starlette.datastructures import State
 
 from shared.db import Database, UTCDateTime, utcnow
-from shared.events.bus import Subscription
+from shared.events.bus import Subscription, topic_matches
 from shared.events.cloudevents import CloudEvent
 from shared.logging import get_logger
 
@@ -32,7 +32,9 @@ class ProcessedEventMixin:
 
 
 class EventConsumer:
-    """Runs a domain handler and records the event id in one transaction; the bus acks
+    """Handlers are keyed by binding key: an event type, or a pattern such as `user.*` or `#`.
+
+    Runs a domain handler and records the event id in one transaction; the bus acks
     after that commit. A redelivered event finds its id recorded and changes nothing."""
 
     def __init__(
@@ -50,7 +52,9 @@ class EventConsumer:
         self.subscription = Subscription(queue, tuple(handlers), self.handle)
 
     async def handle(self, event: CloudEvent, headers: dict[str, str]) -> None:
-        handler = self._handlers.get(event.type)
+        handler = self._handlers.get(event.type) or next(
+            (h for key, h in self._handlers.items() if topic_matches(key, event.type)), None
+        )
         if handler is None:
             return
         context = propagate.extract(headers)

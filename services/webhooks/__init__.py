@@ -1,0 +1,1 @@
+"""Webhook endpoints, signed delivery of every domain event, retries, attempt log, replay."""

@@ -1,0 +1,76 @@
+"""Every domain event becomes one message and a pending delivery per matching endpoint;
+webhooks itself publishes `webhook.endpoint.disabled`."""
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import State
+
+from services.webhooks.filters import matches_any
+from services.webhooks.models import Delivery, Endpoint, Message, OutboxEvent
+from shared.db import utcnow
+from shared.events.cloudevents import CloudEvent
+from shared.events.consumer import DomainHandler
+from shared.events.outbox import Outbox
+
+outbox = Outbox(OutboxEvent, source="lyceum/webhooks")
+
+# Set on a session that created due deliveries, so that its commit wakes the dispatcher.
+DELIVERIES_DUE = "webhook_deliveries_due"
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def webhook_body(event_type: str, timestamp: datetime, data: dict[str, Any]) -> str:
+    return json.dumps(
+        {"type": event_type, "timestamp": rfc3339(timestamp), "data": data}, separators=(",", ":")
+    )
+
+
+def add_message(
+    session: AsyncSession,
+    message_id: str,
+    event_type: str,
+    timestamp: datetime,
+    data: dict[str, Any],
+    endpoints: list[Endpoint],
+) -> list[Delivery]:
+    session.add(
+        Message(
+            id=message_id, event_type=event_type, body=webhook_body(event_type, timestamp, data)
+        )
+    )
+    now = utcnow()
+    deliveries = [
+        Delivery(id=uuid.uuid4(), message_id=message_id, endpoint_id=e.id, next_attempt_at=now)
+        for e in endpoints
+    ]
+    session.add_all(deliveries)
+    session.info[DELIVERIES_DUE] = True
+    return deliveries
+
+
+async def fan_out(session: AsyncSession, event: CloudEvent, _state: State) -> None:
+    enabled = (await session.scalars(select(Endpoint).where(Endpoint.enabled))).all()
+    matching = [endpoint for endpoint in enabled if matches_any(endpoint.event_types, event.type)]
+    if matching:
+        add_message(session, event.id, event.type, event.time, event.data, matching)
+
+
+def record_endpoint_disabled(session: AsyncSession, endpoint: Endpoint, reason: str) -> None:
+    data = {
+        "id": str(endpoint.id),
+        "url": endpoint.url,
+        "reason": reason,
+        "failing_since": rfc3339(endpoint.failing_since or utcnow()),
+    }
+    outbox.add(session, "webhook.endpoint.disabled", f"webhooks/endpoints/{endpoint.id}", data)
+
+
+handlers: dict[str, DomainHandler] = {"#": fan_out}

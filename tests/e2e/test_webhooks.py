@@ -1,0 +1,484 @@
+"""Webhooks as an outside receiver and an admin see them: signed Standard Webhooks
+deliveries, filters, retries with the attempt log, replay, auto-disable, URL safety."""
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from shared.testing import Stack, eventually
+from tests.e2e.helpers import admin_tokens, assert_envelope, bearer, register, signed_up
+
+RECEIVER_HOST = "127.0.0.2"  # inside the test stacks' WEBHOOK_ALLOWED_NETWORKS
+ENDPOINTS = "/api/v1/webhooks/endpoints"
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    payload: dict[str, Any] | None  # as the standardwebhooks verifier returned it
+    answered: int | None = None
+
+    @property
+    def webhook_id(self) -> str:
+        return self.headers["webhook-id"]
+
+
+Answer = Callable[[Received, list[Received]], Awaitable[int]]
+
+
+async def answer_ok(_received: Received, _earlier: list[Received]) -> int:
+    return 204
+
+
+class Receiver:
+    """An outside webhook receiver on 127.0.0.2 that verifies like any Standard Webhooks
+    consumer; `answer` decides the status of each request (or never answers)."""
+
+    def __init__(self, answer: Answer = answer_ok) -> None:
+        self.answer = answer
+        self.secrets: list[str] = []
+        self.received: list[Received] = []
+        self._socket = socket.socket()
+        self._socket.bind((RECEIVER_HOST, 0))
+        self.port = self._socket.getsockname()[1]
+        app = Starlette(routes=[Route("/hook", self._hook, methods=["POST"])])
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{RECEIVER_HOST}:{self.port}/hook"
+
+    async def start(self) -> "Receiver":
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
+        await eventually(lambda: _true(self._server.started))
+        return self
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        self._server.force_exit = True
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._task, 10)
+
+    def verify(self, body: bytes, headers: dict[str, str]) -> dict[str, Any] | None:
+        for secret in self.secrets:
+            with contextlib.suppress(WebhookVerificationError):
+                payload: dict[str, Any] = Webhook(secret).verify(body, headers)
+                return payload
+        return None
+
+    async def _hook(self, request: Request) -> Response:
+        body = await request.body()
+        headers = dict(request.headers)
+        received = Received(headers, body, self.verify(body, headers))
+        earlier = [r for r in self.received if r.webhook_id == received.webhook_id]
+        self.received.append(received)
+        received.answered = await self.answer(received, earlier)
+        return Response(status_code=received.answered)
+
+    def payloads(self, event_type: str | None = None) -> list[dict[str, Any]]:
+        return [
+            r.payload
+            for r in self.received
+            if r.payload is not None and (event_type is None or r.payload["type"] == event_type)
+        ]
+
+    def about(self, key: str, value: str, event_type: str | None = None) -> list[Received]:
+        """Verified requests whose `data[key]` is `value`."""
+        return [
+            r
+            for r in self.received
+            if r.payload is not None
+            and r.payload["data"].get(key) == value
+            and (event_type is None or r.payload["type"] == event_type)
+        ]
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+@contextlib.asynccontextmanager
+async def receiving(answer: Answer = answer_ok) -> AsyncIterator[Receiver]:
+    receiver = await Receiver(answer).start()
+    try:
+        yield receiver
+    finally:
+        await receiver.stop()
+
+
+async def create_endpoint(
+    client: httpx.AsyncClient,
+    admin: dict[str, Any],
+    receiver: Receiver | None,
+    event_types: list[str],
+    url: str | None = None,
+) -> dict[str, Any]:
+    body = {"url": url or (receiver.url if receiver else ""), "event_types": event_types}
+    response = await client.post(ENDPOINTS, headers=bearer(admin), json=body)
+    assert response.status_code == 201, response.text
+    endpoint: dict[str, Any] = response.json()
+    assert response.headers["location"] == f"{ENDPOINTS}/{endpoint['id']}"
+    if receiver is not None:
+        receiver.secrets.append(endpoint["secret"])
+    return endpoint
+
+
+async def delete_endpoint(
+    client: httpx.AsyncClient, admin: dict[str, Any], endpoint: dict[str, Any]
+) -> None:
+    response = await client.delete(f"{ENDPOINTS}/{endpoint['id']}", headers=bearer(admin))
+    assert response.status_code == 204
+
+
+async def deliveries(
+    client: httpx.AsyncClient, admin: dict[str, Any], endpoint: dict[str, Any]
+) -> list[dict[str, Any]]:
+    response = await client.get(
+        f"{ENDPOINTS}/{endpoint['id']}/deliveries", headers=bearer(admin), params={"per_page": 100}
+    )
+    assert response.status_code == 200, response.text
+    data: list[dict[str, Any]] = response.json()["data"]
+    return data
+
+
+async def test_receiver_verifies_user_created_and_course_filter_gets_nothing(
+    stack: Stack,
+) -> None:
+    async with stack.client() as client, receiving() as users, receiving() as courses:
+        admin = await admin_tokens(client)
+        user_endpoint = await create_endpoint(client, admin, users, ["user.*"])
+        course_endpoint = await create_endpoint(client, admin, courses, ["course.*"])
+        try:
+            account = await register(client)
+
+            async def delivered() -> list[Received]:
+                return users.about("email", account["email"], "user.created")
+
+            [received] = await eventually(delivered)
+            assert received.payload is not None
+            assert set(received.payload) == {"type", "timestamp", "data"}
+            assert received.payload["timestamp"].endswith("Z")
+            assert received.payload["data"]["id"] == account["id"]
+            assert received.headers["webhook-signature"].startswith("v1,")
+            assert received.headers["content-type"] == "application/json"
+            timestamp = int(received.headers["webhook-timestamp"])
+            assert abs(timestamp - datetime.now(UTC).timestamp()) < 300
+
+            [log] = [
+                d
+                for d in await deliveries(client, admin, user_endpoint)
+                if d["message_id"] == received.webhook_id
+            ]
+            assert log["status"] == "succeeded"
+            assert log["event_type"] == "user.created"
+            assert [a["response_status"] for a in log["attempts"]] == [204]
+            course_log = await deliveries(client, admin, course_endpoint)
+            assert received.webhook_id not in {d["message_id"] for d in course_log}
+            assert courses.about("email", account["email"]) == []
+        finally:
+            await delete_endpoint(client, admin, user_endpoint)
+            await delete_endpoint(client, admin, course_endpoint)
+
+
+async def test_failing_twice_then_delivered_with_the_same_webhook_id(stack: Stack) -> None:
+    async def fail_twice(_received: Received, earlier: list[Received]) -> int:
+        return 503 if len(earlier) < 2 else 200
+
+    async with stack.client() as client, receiving(fail_twice) as receiver:
+        admin = await admin_tokens(client)
+        endpoint = await create_endpoint(client, admin, receiver, ["user.created"])
+        try:
+            account = await register(client)
+
+            async def third_attempt_succeeded() -> bool:
+                about = receiver.about("email", account["email"])
+                return len(about) == 3 and about[-1].answered == 200
+
+            await eventually(third_attempt_succeeded)
+            about = receiver.about("email", account["email"])
+            assert len({r.webhook_id for r in about}) == 1
+            assert [r.answered for r in about] == [503, 503, 200]
+
+            async def logged() -> list[dict[str, Any]]:
+                return [
+                    d
+                    for d in await deliveries(client, admin, endpoint)
+                    if d["message_id"] == about[0].webhook_id and d["status"] == "succeeded"
+                ]
+
+            [log] = await eventually(logged, interval=0.5)
+            assert log["attempt_count"] == 3
+            attempts = log["attempts"]
+            assert [a["response_status"] for a in attempts] == [503, 503, 200]
+            assert [a["error"] for a in attempts] == ["HTTP 503", "HTTP 503", None]
+            assert all(a["duration_ms"] >= 0 for a in attempts)
+            assert attempts[0]["attempted_at"] < attempts[1]["attempted_at"]
+        finally:
+            await delete_endpoint(client, admin, endpoint)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://localhost:8080/hook",
+        "http://[::1]:8080/hook",
+        "http://10.1.2.3/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://0.0.0.0/hook",
+        "ftp://example.com/hook",
+        "http:///hook",
+        "http://user:pass@127.0.0.2/hook",
+    ],
+)
+async def test_internal_and_odd_urls_are_refused(stack: Stack, url: str) -> None:
+    async with stack.client() as client:
+        admin = await admin_tokens(client)
+        response = await client.post(ENDPOINTS, headers=bearer(admin), json={"url": url})
+        body = assert_envelope(response, 400, "VALIDATION_ERROR")
+        assert body["error"]["details"]["field"] == "url"
+
+
+async def test_allowed_network_is_accepted_and_patching_to_internal_is_refused(
+    stack: Stack,
+) -> None:
+    async with stack.client() as client:
+        admin = await admin_tokens(client)
+        endpoint = await create_endpoint(
+            client, admin, None, ["webhook.test"], url="http://127.0.0.2:9/hook"
+        )
+        try:
+            response = await client.patch(
+                f"{ENDPOINTS}/{endpoint['id']}",
+                headers=bearer(admin),
+                json={"url": "http://localhost:9/hook"},
+            )
+            assert_envelope(response, 400, "VALIDATION_ERROR")
+        finally:
+            await delete_endpoint(client, admin, endpoint)
+
+
+async def test_only_admins_manage_webhooks(stack: Stack) -> None:
+    async with stack.client() as client:
+        _, student = await signed_up(client)
+        some_id = "00000000-0000-4000-8000-000000000000"
+        for method, path in (
+            ("GET", ENDPOINTS),
+            ("POST", ENDPOINTS),
+            ("GET", f"{ENDPOINTS}/{some_id}"),
+            ("DELETE", f"{ENDPOINTS}/{some_id}"),
+            ("POST", f"{ENDPOINTS}/{some_id}/test"),
+            ("GET", "/api/v1/webhooks/event-types"),
+            ("POST", f"/api/v1/webhooks/deliveries/{some_id}/retry"),
+        ):
+            response = await client.request(method, path, headers=bearer(student), json={})
+            assert_envelope(response, 403, "PERMISSION_DENIED")
+        assert_envelope(await client.get(ENDPOINTS), 401, "AUTHENTICATION_REQUIRED")
+
+
+async def test_bad_input_is_a_clear_400_or_404(stack: Stack) -> None:
+    async with stack.client() as client:
+        admin = await admin_tokens(client)
+        for body in (
+            {"url": "http://127.0.0.2/hook", "event_types": ["User Created"]},
+            {"url": "http://127.0.0.2/hook", "event_types": []},
+            {"url": "http://127.0.0.2/hook", "surprise": True},
+            {"event_types": ["*"]},
+        ):
+            response = await client.post(ENDPOINTS, headers=bearer(admin), json=body)
+            assert_envelope(response, 400, "VALIDATION_ERROR")
+        missing = "00000000-0000-4000-8000-000000000000"
+        assert_envelope(
+            await client.get(f"{ENDPOINTS}/{missing}", headers=bearer(admin)),
+            404,
+            "RESOURCE_NOT_FOUND",
+        )
+        assert_envelope(
+            await client.post(
+                f"/api/v1/webhooks/deliveries/{missing}/retry", headers=bearer(admin)
+            ),
+            404,
+            "RESOURCE_NOT_FOUND",
+        )
+        endpoint = await create_endpoint(
+            client, admin, None, ["webhook.test"], url="http://127.0.0.2:9/hook"
+        )
+        try:
+            naive = await client.post(
+                f"{ENDPOINTS}/{endpoint['id']}/recover",
+                headers=bearer(admin),
+                json={"since": "2026-01-01T00:00:00"},
+            )
+            assert_envelope(naive, 400, "VALIDATION_ERROR")
+        finally:
+            await delete_endpoint(client, admin, endpoint)
+
+
+async def test_endpoint_lifecycle_and_secret_rotation(stack: Stack) -> None:
+    async with stack.client() as client, receiving() as receiver:
+        admin = await admin_tokens(client)
+        endpoint = await create_endpoint(client, admin, receiver, ["webhook.test"])
+        assert endpoint["secret"].startswith("whsec_")
+        assert endpoint["enabled"] is True
+        try:
+            fetched = await client.get(f"{ENDPOINTS}/{endpoint['id']}", headers=bearer(admin))
+            assert fetched.json()["secret"] == endpoint["secret"]
+            listed = await client.get(ENDPOINTS, headers=bearer(admin), params={"per_page": 100})
+            assert endpoint["id"] in {e["id"] for e in listed.json()["data"]}
+            assert "secret" not in listed.json()["data"][0]
+            assert listed.json()["pagination"]["per_page"] == 100
+
+            patched = await client.patch(
+                f"{ENDPOINTS}/{endpoint['id']}",
+                headers=bearer(admin),
+                json={"description": "Billing system", "event_types": ["webhook.test", "user.*"]},
+            )
+            assert patched.status_code == 200
+            assert patched.json()["description"] == "Billing system"
+            assert patched.json()["event_types"] == ["webhook.test", "user.*"]
+
+            rotated = await client.post(
+                f"{ENDPOINTS}/{endpoint['id']}/rotate-secret", headers=bearer(admin)
+            )
+            assert rotated.status_code == 200
+            new_secret = rotated.json()["secret"]
+            assert new_secret != endpoint["secret"]
+            assert rotated.json()["previous_secret_expires_at"] is not None
+
+            ping = await client.post(f"{ENDPOINTS}/{endpoint['id']}/test", headers=bearer(admin))
+            assert ping.status_code == 202
+            assert ping.json()["event_type"] == "webhook.test"
+
+            async def pinged() -> list[Received]:
+                return [r for r in receiver.received if r.webhook_id == ping.json()["message_id"]]
+
+            [received] = await eventually(pinged)
+            # Both secrets sign during the overlap: old and new receivers both verify.
+            assert len(received.headers["webhook-signature"].split(" ")) == 2
+            for secret in (endpoint["secret"], new_secret):
+                payload = Webhook(secret).verify(received.body, received.headers)
+                assert payload["type"] == "webhook.test"
+                assert payload["data"]["endpoint_id"] == endpoint["id"]
+        finally:
+            await delete_endpoint(client, admin, endpoint)
+        gone = await client.get(f"{ENDPOINTS}/{endpoint['id']}", headers=bearer(admin))
+        assert_envelope(gone, 404, "RESOURCE_NOT_FOUND")
+
+
+async def test_dead_endpoint_is_retried_disabled_announced_then_recovered(
+    stack: Stack,
+) -> None:
+    closed = socket.socket()
+    closed.bind((RECEIVER_HOST, 0))  # bound, never listening: connections are refused
+    dead_url = f"http://{RECEIVER_HOST}:{closed.getsockname()[1]}/hook"
+    async with stack.client() as client, receiving() as watcher, receiving() as revived:
+        admin = await admin_tokens(client)
+        watch = await create_endpoint(client, admin, watcher, ["webhook.endpoint.*"])
+        dead = await create_endpoint(client, admin, None, ["webhook.test"], url=dead_url)
+        try:
+            ping = await client.post(f"{ENDPOINTS}/{dead['id']}/test", headers=bearer(admin))
+            assert ping.status_code == 202
+
+            async def announced() -> list[Received]:
+                return watcher.about("id", dead["id"], "webhook.endpoint.disabled")
+
+            [notice] = await eventually(announced, within_seconds=30)
+            assert notice.payload is not None
+            assert notice.payload["data"]["url"] == dead_url
+            state = (await client.get(f"{ENDPOINTS}/{dead['id']}", headers=bearer(admin))).json()
+            assert state["enabled"] is False
+            assert state["disabled_reason"]
+            [log] = await deliveries(client, admin, dead)
+            assert log["status"] in ("failed", "pending")
+            assert log["attempt_count"] >= 2
+            assert all(a["response_status"] is None and a["error"] for a in log["attempts"])
+            retry = await client.post(
+                f"/api/v1/webhooks/deliveries/{log['id']}/retry", headers=bearer(admin)
+            )
+            assert_envelope(retry, 409, "CONFLICT")
+
+            # Pointed at a receiver that answers and enabled again, replay since a minute ago.
+            revived.secrets.append(dead["secret"])
+            enabled = await client.patch(
+                f"{ENDPOINTS}/{dead['id']}",
+                headers=bearer(admin),
+                json={"url": revived.url, "enabled": True},
+            )
+            assert enabled.json()["enabled"] is True
+            assert enabled.json()["disabled_reason"] is None
+
+            async def settled() -> bool:
+                [entry] = await deliveries(client, admin, dead)
+                return bool(entry["status"] == "failed")
+
+            await eventually(settled, within_seconds=30, interval=0.5)
+            since = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+            recovered = await client.post(
+                f"{ENDPOINTS}/{dead['id']}/recover", headers=bearer(admin), json={"since": since}
+            )
+            assert recovered.status_code == 202
+            assert recovered.json() == {"recovered": 1}
+
+            async def replayed() -> list[Received]:
+                return [r for r in revived.received if r.webhook_id == ping.json()["message_id"]]
+
+            [first] = await eventually(replayed)
+            assert first.payload is not None
+
+            retried = await client.post(
+                f"/api/v1/webhooks/deliveries/{log['id']}/retry", headers=bearer(admin)
+            )
+            assert retried.status_code == 202
+            twice = await eventually(lambda: _at_least(replayed, 2))
+            assert {r.webhook_id for r in twice} == {ping.json()["message_id"]}
+
+            async def logged_success() -> bool:
+                [entry] = await deliveries(client, admin, dead)
+                return bool(
+                    entry["status"] == "succeeded"
+                    and entry["attempts"][-1]["response_status"] == 204
+                )
+
+            await eventually(logged_success, interval=0.5)
+        finally:
+            closed.close()
+            await delete_endpoint(client, admin, watch)
+            await delete_endpoint(client, admin, dead)
+
+
+async def _at_least(
+    source: Callable[[], Awaitable[list[Received]]], count: int
+) -> list[Received] | None:
+    found = await source()
+    return found if len(found) >= count else None
+
+
+async def test_event_types_catalogue_lists_each_type_with_its_schema(stack: Stack) -> None:
+    async with stack.client() as client:
+        admin = await admin_tokens(client)
+        response = await client.get(
+            "/api/v1/webhooks/event-types", headers=bearer(admin), params={"per_page": 100}
+        )
+        assert response.status_code == 200
+        catalogue = {item["type"]: item for item in response.json()["data"]}
+        for event_type in ("user.created", "user.updated", "webhook.endpoint.disabled"):
+            assert catalogue[event_type]["schema"]["type"] == "object"
+            assert catalogue[event_type]["title"]
