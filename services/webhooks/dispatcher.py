@@ -10,9 +10,8 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import event, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from services.webhooks.events import DELIVERIES_DUE, record_endpoint_disabled
 from services.webhooks.models import (
@@ -30,6 +29,7 @@ from services.webhooks.signing import signed_headers
 from services.webhooks.url_safety import parse_networks
 from shared.db import Database, utcnow
 from shared.logging import get_logger
+from shared.wakeups import WakeOnCommitLoop
 
 log = get_logger(__name__)
 
@@ -61,7 +61,6 @@ class Dispatcher:
         self._lease = timedelta(seconds=2 * settings.webhook_attempt_timeout_seconds + 5)
         self._concurrency = settings.webhook_concurrency
         self._endpoint_concurrency = settings.webhook_endpoint_concurrency
-        self._poll_seconds = settings.webhook_poll_seconds
         self._sender = Sender(
             parse_networks(settings.webhook_allowed_networks),
             settings.webhook_attempt_timeout_seconds,
@@ -69,37 +68,29 @@ class Dispatcher:
         )
         self._in_flight: Counter[uuid.UUID] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._wake = asyncio.Event()
-        self._loop_task: asyncio.Task[None] | None = None
-        event.listen(database.sync_session_class, "after_commit", self._after_commit)
-
-    def _after_commit(self, session: Session) -> None:
-        if session.info.pop(DELIVERIES_DUE, False):
-            self._wake.set()
+        self._loop = WakeOnCommitLoop(
+            database,
+            DELIVERIES_DUE,
+            self._dispatch_all_due,
+            poll_seconds=settings.webhook_poll_seconds,
+            name="webhook-dispatcher",
+        )
 
     def start(self) -> None:
-        self._loop_task = asyncio.create_task(self._run())
+        self._loop.start()
 
     async def stop(self) -> None:
-        tasks = [task for task in (self._loop_task, *self._tasks) if task is not None]
-        for task in tasks:
+        await self._loop.stop()
+        for task in self._tasks:
             task.cancel()
-        for task in tasks:
+        for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._sender.close()
 
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
-            self._wake.clear()
-            try:
-                while await self._dispatch_due():
-                    pass
-            except Exception:
-                log.exception("webhook_dispatch_failed")
-                await asyncio.sleep(self._poll_seconds)
+    async def _dispatch_all_due(self) -> None:
+        while await self._dispatch_due():
+            pass
 
     async def _dispatch_due(self) -> bool:
         """Starts what is due and fits; returns whether more may be waiting."""
@@ -119,7 +110,7 @@ class Dispatcher:
         self._in_flight[job.endpoint_id] -= 1
         if self._in_flight[job.endpoint_id] <= 0:
             del self._in_flight[job.endpoint_id]
-        self._wake.set()
+        self._loop.wake()
 
     async def _claim(self, limit: int) -> list[Job]:
         now = utcnow()

@@ -16,6 +16,7 @@ from shared.db import utcnow
 from shared.events.cloudevents import CloudEvent
 from shared.events.consumer import DomainHandler
 from shared.events.outbox import Outbox
+from shared.wakeups import flag_work
 
 outbox = Outbox(OutboxEvent, source="lyceum/webhooks")
 
@@ -52,7 +53,7 @@ def add_message(
         for e in endpoints
     ]
     session.add_all(deliveries)
-    session.info[DELIVERIES_DUE] = True
+    flag_work(session, DELIVERIES_DUE)
     return deliveries
 
 

@@ -29,6 +29,7 @@ from shared.db import db_session, utcnow
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.pagination import Page, PageParams, Pagination, page_params, paginate
 from shared.security import require_admin
+from shared.wakeups import flag_work
 
 router = APIRouter(
     prefix="/api/v1/webhooks", tags=["webhooks"], dependencies=[Depends(require_admin)]
@@ -143,7 +144,8 @@ async def update_endpoint(
         endpoint.enabled = changes["enabled"]
         endpoint.failing_since = None
         endpoint.disabled_reason = None if endpoint.enabled else "Disabled by an administrator"
-        session.info[DELIVERIES_DUE] = endpoint.enabled
+        if endpoint.enabled:
+            flag_work(session, DELIVERIES_DUE)
     await session.commit()
     return endpoint
 
@@ -221,7 +223,7 @@ async def recover_failed(
         .values(status=PENDING, next_attempt_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    session.info[DELIVERIES_DUE] = True
+    flag_work(session, DELIVERIES_DUE)
     await session.commit()
     return RecoverResponse(recovered=result.rowcount)  # type: ignore[attr-defined]
 
@@ -242,7 +244,7 @@ async def retry_delivery(
     if not endpoint.enabled:
         raise Conflict("The endpoint is disabled; enable it first")
     delivery.status, delivery.next_attempt_at = PENDING, utcnow()
-    session.info[DELIVERIES_DUE] = True
+    flag_work(session, DELIVERIES_DUE)
     await session.commit()
     return delivery_view(delivery)
 

@@ -2,23 +2,23 @@
 the relay publishes unsent rows (with publisher confirms) and marks them sent."""
 
 import asyncio
-import contextlib
 from datetime import datetime
 from typing import Any
 
 from opentelemetry import propagate
-from sqlalchemy import Index, Integer, String, Text, event, select
+from sqlalchemy import Index, Integer, String, Text, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from shared.db import Database, UTCDateTime, utcnow
 from shared.events.bus import EventBus
 from shared.events.cloudevents import CloudEvent
 from shared.logging import get_logger
+from shared.wakeups import WakeOnCommitLoop, flag_work
 
 log = get_logger(__name__)
 
-_PENDING_FLAG = "outbox_pending"
+PENDING_FLAG = "outbox_pending"
 
 
 class OutboxMixin:
@@ -59,7 +59,7 @@ class Outbox:
                 traceparent=carrier.get("traceparent"),
             )
         )
-        session.info[_PENDING_FLAG] = True
+        flag_work(session, PENDING_FLAG)
         return cloud_event
 
 
@@ -83,36 +83,20 @@ class OutboxRelay:
         self._bus = bus
         self._poll_seconds = poll_seconds
         self._batch_size = batch_size
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        event.listen(database.sync_session_class, "after_commit", self._after_commit)
-
-    def _after_commit(self, session: Session) -> None:
-        if session.info.pop(_PENDING_FLAG, False):
-            self._wake.set()
+        self._loop = WakeOnCommitLoop(
+            database, PENDING_FLAG, self._publish_step, poll_seconds=poll_seconds, name="outbox"
+        )
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._loop.stop()
 
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
-            self._wake.clear()
-            try:
-                backlog = await self.publish_pending()
-            except Exception:
-                log.exception("outbox_relay_failed")
-                backlog = True
-            if backlog:
-                # The bus refused: wait a little instead of retrying on every commit.
-                await asyncio.sleep(min(1.0, self._poll_seconds))
+    async def _publish_step(self) -> None:
+        if await self.publish_pending():
+            # The bus refused: wait a little instead of retrying on every commit.
+            await asyncio.sleep(min(1.0, self._poll_seconds))
 
     async def publish_pending(self) -> bool:
         """Publishes unsent rows in order, stopping at the first failure; returns whether
