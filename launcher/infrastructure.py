@@ -33,24 +33,6 @@ async def create_databases(options: LaunchOptions) -> None:
         await connection.close()
 
 
-async def drop_databases(options: LaunchOptions) -> None:
-    url = make_url(options.postgres_url.rstrip("/") + "/postgres")
-    connection = await asyncpg.connect(
-        host=url.host,
-        port=url.port or 5432,
-        user=url.username,
-        password=url.password,
-        database="postgres",
-    )
-    try:
-        for entry in SERVICES:
-            await connection.execute(
-                f'DROP DATABASE IF EXISTS "{options.database_prefix}_{entry.name}" WITH (FORCE)'
-            )
-    finally:
-        await connection.close()
-
-
 async def check_redis(options: LaunchOptions) -> None:
     redis = Redis.from_url(options.redis_url, socket_connect_timeout=3)
     try:
