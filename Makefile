@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run run-full test test-unit test-e2e lint format typecheck migration validate-deploy clean
+.PHONY: help install run run-full test test-unit test-e2e lint format typecheck migration validate-deploy bench-courses bench-webhooks bench-gateway clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -54,6 +54,15 @@ migration: $(STAMP) ## New migration: make migration SERVICE=users MESSAGE="add 
 
 validate-deploy: $(STAMP) ## Validate Dockerfile, docker-compose.yml and the Kustomize base offline
 	@bash deploy/validate.sh $(VENV)
+
+bench-courses: $(STAMP) ## Catalogue list p50/p99 at 1k and 100k courses, SQLite and PostgreSQL
+	@$(BIN)/python -m bench.bench_courses
+
+bench-webhooks: $(STAMP) ## Webhooks end to end: events/s, p50/p99 for 1, 10, 100 endpoints and one that never answers
+	@$(BIN)/python -m bench.bench_webhooks
+
+bench-gateway: $(STAMP) ## Gateway cost: req/s, p50/p99 direct vs gateway vs nginx, gateway peak memory
+	@$(BIN)/python -m bench.bench_gateway
 
 clean: ## Remove local data (var/) and caches
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,51 +1,39 @@
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
-from gateway.proxy import Proxy
-from gateway.routing import RouteTable
+from gateway import metrics
+from gateway.edge import Edge
+from gateway.middleware import ProxyMiddleware, SecurityHeadersMiddleware
 from gateway.settings import GatewaySettings
 from shared.errors import install_error_handlers
 from shared.logging import configure_logging, get_logger
 from shared.request_id import RequestIdMiddleware
-from shared.revocation import MemoryRevocationStore, revocation_store
-from shared.security import JwksKeySource, TokenVerifier
 from shared.telemetry import configure_tracing
 
 log = get_logger(__name__)
 
-PROXIED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
-    routes = RouteTable(settings.routes, settings.upstreams, settings.public_routes)
+    edge = Edge(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging("gateway", settings.log_level, settings.log_json)
         configure_tracing("gateway")
-        revocations = revocation_store(settings.redis_url, f"{settings.queue_prefix}:revoked")
-        verifier = TokenVerifier(
-            JwksKeySource(settings.jwks_url),
-            revocations,
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-            algorithms=settings.jwt_algorithms,
-            leeway_seconds=settings.jwt_leeway_seconds,
-        )
-        app.state.revocations = revocations
-        app.state.proxy = Proxy(settings, routes, verifier)
+        await edge.start()
         log.info("gateway_started", port=settings.port, upstreams=settings.upstreams)
         try:
             yield
         finally:
-            await app.state.proxy.close()
-            if not isinstance(revocations, MemoryRevocationStore):
-                await revocations.close()
+            await edge.close()
 
     app = FastAPI(
         title="Lyceum gateway",
@@ -53,36 +41,56 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        # A server span per request carries the trace upstream; metrics are Prometheus'.
+        telemetry={"metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.settings = settings
-    app.add_middleware(RequestIdMiddleware)
+    app.state.edge = edge
+    app.add_middleware(ProxyMiddleware, edge=edge)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "X-RateLimit-Remaining", "Retry-After"],
+            allow_credentials=True,
+        )
+    app.add_middleware(SecurityHeadersMiddleware, settings=settings)
     install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/ready")
-    async def ready(request: Request) -> JSONResponse:
-        proxy: Proxy = request.app.state.proxy
-        checks: dict[str, str] = {}
-        for upstream in routes.upstreams.values():
-            try:
-                answer = await proxy.client.get(f"{upstream.url}/health", timeout=2.0)
-                checks[upstream.name] = "ok" if answer.status_code == 200 else "unavailable"
-            except Exception:
-                checks[upstream.name] = "unavailable"
-        checks["revocation_store"] = (
-            "ok" if await request.app.state.revocations.ping() else "unavailable"
-        )
-        ok = all(value == "ok" for value in checks.values())
+    async def ready() -> JSONResponse:
+        checks = await edge.readiness()
+        ok = all(value in ("ok", "not_used") for value in checks.values())
         return JSONResponse(
             {"status": "ready" if ok else "not_ready", "checks": checks}, 200 if ok else 503
         )
 
-    @app.api_route("/{path:path}", methods=PROXIED_METHODS, include_in_schema=False)
-    async def proxy(request: Request) -> Response:
-        handler: Proxy = request.app.state.proxy
-        return await handler.handle(request)
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    @app.get("/openapi.json")
+    async def openapi() -> dict[str, Any]:
+        return await edge.openapi.document()
+
+    @app.get("/docs")
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Lyceum API",
+            swagger_ui_parameters={"persistAuthorization": True},
+        )
+
+    @app.get("/redoc")
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title="Lyceum API")
 
     return app

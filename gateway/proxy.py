@@ -1,19 +1,29 @@
-"""The reverse proxy: checks the token, cleans the headers, streams both bodies."""
+"""The HTTP reverse proxy, as pure ASGI: checks the token and the rate limit, cleans the
+headers, and streams both bodies chunk by chunk, never holding one whole.
 
+Upstream calls use aiohttp's client: measured side by side on this path it sustains many
+times the request rate of httpx's connection pool, and the proxy is the hot path.
+"""
+
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
-import httpx
-from fastapi import Request
-from starlette.background import BackgroundTask
-from starlette.responses import Response, StreamingResponse
+import aiohttp
+from opentelemetry import propagate
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
+from gateway.breaker import CircuitBreaker
+from gateway.metrics import LATENCY, REQUESTS, UPSTREAM_FAILURES
+from gateway.ratelimit import ClientAddress, Decision, RateLimits, StorageUnavailable
 from gateway.routing import RouteTable, Upstream
 from gateway.settings import GatewaySettings
 from shared.errors import (
     ApiError,
     AuthenticationRequired,
-    NotFound,
     PayloadTooLarge,
+    RateLimitExceeded,
     ServiceUnavailable,
     UpstreamTimeout,
     ValidationFailed,
@@ -37,132 +47,310 @@ HOP_BY_HOP = {
 }
 # Headers that only the gateway may set: whatever a client sends under these names is dropped.
 GATEWAY_OWNED_PREFIXES = (b"x-user-", b"x-auth-", b"x-authenticated-", b"x-forwarded-")
-GATEWAY_OWNED = {b"host", b"content-length", b"x-request-id", b"x-real-ip", b"forwarded"}
+GATEWAY_OWNED = {
+    b"host",
+    b"x-request-id",
+    b"x-real-ip",
+    b"forwarded",
+    b"traceparent",
+    b"tracestate",
+}
 RESPONSE_DROPPED = HOP_BY_HOP | {b"x-request-id", b"server", b"date"}
+IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
+
+
+# Streams longer than this (or of unknown length, like SSE) stop when the client leaves.
+WATCHED_LENGTH = 1024 * 1024
 
 
 class BodyTooLarge(Exception):
     pass
 
 
-class Proxy:
+class ClientGone(Exception):
+    pass
+
+
+class RequestBody:
+    """The client's body as an async iterator over ASGI messages, capped at `limit` bytes."""
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self._receive = receive
+        self._limit = limit
+        self.started = False
+        self.finished = False
+        self.too_large = False
+        self.client_gone = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        self.started = True
+        received = 0
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self.client_gone = True
+                raise ClientGone()
+            chunk: bytes = message.get("body", b"")
+            received += len(chunk)
+            if received > self._limit:
+                self.too_large = True
+                raise BodyTooLarge()
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                self.finished = True
+                return
+
+
+class HttpProxy:
     def __init__(
-        self, settings: GatewaySettings, routes: RouteTable, verifier: TokenVerifier
+        self,
+        settings: GatewaySettings,
+        routes: RouteTable,
+        verifier: TokenVerifier,
+        rate_limits: RateLimits,
+        session: aiohttp.ClientSession,
     ) -> None:
         self._settings = settings
         self._routes = routes
         self._verifier = verifier
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                settings.upstream_timeout_seconds,
-                connect=settings.upstream_connect_timeout_seconds,
-            ),
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
-            follow_redirects=False,
+        self._rate_limits = rate_limits
+        self._session = session
+        self._addresses = ClientAddress(settings.trusted_proxies)
+        self.breakers = {
+            name: CircuitBreaker(
+                name, settings.breaker_failure_threshold, settings.breaker_reset_seconds
+            )
+            for name in routes.upstreams
+        }
+        # Until the response headers; then the body may take as long as it keeps flowing.
+        self._timeouts = {
+            name: settings.upstream_timeouts.get(name, settings.upstream_timeout_seconds)
+            for name in routes.upstreams
+        }
+        self._stream_timeout = aiohttp.ClientTimeout(
+            sock_connect=settings.upstream_connect_timeout_seconds,
+            sock_read=settings.upstream_stream_idle_seconds,
         )
 
-    async def close(self) -> None:
-        await self.client.aclose()
-
-    async def handle(self, request: Request) -> Response:
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, route: str, upstream: Upstream
+    ) -> None:
+        started = time.perf_counter()
+        headers = dict(scope["headers"])
+        rate_limit: list[tuple[bytes, bytes]] = []
+        status = 500
         try:
-            return await self._forward(request)
+            status = await self._forward(scope, receive, send, upstream, headers, rate_limit)
         except ApiError as exc:
-            return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+            status = exc.status_code
+            response = error_response(
+                exc.status_code, exc.code, exc.message, exc.details, exc.headers
+            )
+            response.raw_headers.extend(rate_limit)
+            await response(scope, receive, send)
+        finally:
+            REQUESTS.labels(route, scope["method"], str(status), upstream.name).inc()
+            LATENCY.labels(route, upstream.name).observe(time.perf_counter() - started)
 
-    async def _forward(self, request: Request) -> Response:
-        path = request.url.path
+    async def _forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        upstream: Upstream,
+        headers: dict[bytes, bytes],
+        rate_limit: list[tuple[bytes, bytes]],
+    ) -> int:
+        method: str = scope["method"]
+        path: str = scope["path"]
         if any(segment in (".", "..") for segment in path.split("/")):
             raise ValidationFailed("Path must not contain dot segments")
-        upstream = self._routes.resolve(path)
-        if upstream is None:
-            raise NotFound(f"No route for {path}")
         identity = None
-        if not self._routes.is_public(request.method, path):
-            identity = await self._authenticate(request)
-        declared_length = request.headers.get("content-length")
+        if not self._routes.is_public(method, path):
+            identity = await self._authenticate(headers)
+        peer = scope["client"][0] if scope.get("client") else ""
+        forwarded_for = headers.get(b"x-forwarded-for")
+        client_ip = self._addresses.resolve(
+            peer, forwarded_for.decode("latin-1") if forwarded_for else None
+        )
+        decision = await self._rate_limit(method, path, identity, client_ip)
+        if decision is not None:
+            rate_limit.extend(decision.headers())
+            if not decision.allowed:
+                raise RateLimitExceeded(
+                    details={"policy": decision.policy.name, "retry_after": decision.reset_after}
+                )
+        declared_length = headers.get(b"content-length")
         if declared_length is not None:
             if not declared_length.isdigit():
                 raise ValidationFailed("Invalid Content-Length")
             if int(declared_length) > self._settings.max_body_bytes:
                 raise PayloadTooLarge(f"Body exceeds {self._settings.max_body_bytes} bytes")
-        has_body = declared_length not in (None, "0") or "transfer-encoding" in request.headers
-        upstream_request = self.client.build_request(
-            request.method,
-            self._upstream_url(upstream, request),
-            headers=self._upstream_headers(request, identity),
-            content=self._limited_body(request) if has_body else None,
-        )
-        try:
-            response = await self.client.send(upstream_request, stream=True)
-        except BodyTooLarge as exc:
-            raise PayloadTooLarge(f"Body exceeds {self._settings.max_body_bytes} bytes") from exc
-        except httpx.TimeoutException as exc:
-            log.warning("upstream_timeout", upstream=upstream.name, error=repr(exc))
-            raise UpstreamTimeout(f"The {upstream.name} service did not answer in time") from exc
-        except httpx.RequestError as exc:
-            log.warning("upstream_unavailable", upstream=upstream.name, error=repr(exc))
-            raise ServiceUnavailable(f"The {upstream.name} service is unavailable") from exc
-        if response.status_code >= 500:
-            await response.aclose()
-            log.error("upstream_error", upstream=upstream.name, status=response.status_code)
-            return self._upstream_failure(upstream, response.status_code)
-        headers = [
-            (name, value)
-            for name, value in response.headers.raw
-            if name.lower() not in RESPONSE_DROPPED
-        ]
-        streamed = StreamingResponse(
-            response.aiter_raw(),
-            status_code=response.status_code,
-            background=BackgroundTask(response.aclose),
-        )
-        streamed.raw_headers = headers
-        return streamed
+        breaker = self.breakers[upstream.name]
+        if not breaker.allow():
+            raise ServiceUnavailable(f"The {upstream.name} service is unavailable")
 
-    async def _authenticate(self, request: Request) -> Identity:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        has_body = declared_length not in (None, b"0") or b"transfer-encoding" in headers
+        body = RequestBody(receive, self._settings.max_body_bytes) if has_body else None
+        upstream_headers = self._upstream_headers(scope, headers, identity, client_ip)
+        response = await self._send(method, upstream, scope, upstream_headers, body, breaker)
+        try:
+            if body is not None and body.too_large:
+                raise PayloadTooLarge(f"Body exceeds {self._settings.max_body_bytes} bytes")
+            if response.status >= 500:
+                log.error("upstream_error", upstream=upstream.name, status=response.status)
+                UPSTREAM_FAILURES.labels(upstream.name, "5xx").inc()
+                failure = self._upstream_failure(upstream, response.status)
+                failure.raw_headers.extend(rate_limit)
+                await failure(scope, receive, send)
+                return failure.status_code
+            response_headers = [
+                (name.lower(), value)
+                for name, value in response.raw_headers
+                if name.lower() not in RESPONSE_DROPPED
+            ]
+            response_headers.extend(rate_limit)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status,
+                    "headers": response_headers,
+                }
+            )
+            watcher = None
+            length = response.content_length
+            if (length is None or length > WATCHED_LENGTH) and (body is None or body.finished):
+                watcher = asyncio.create_task(_close_on_disconnect(receive, response))
+            try:
+                async for chunk in response.content.iter_any():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except aiohttp.ClientError:
+                if watcher is None or not watcher.done():
+                    raise
+                return response.status
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return response.status
+        finally:
+            response.release()
+
+    async def _send(
+        self,
+        method: str,
+        upstream: Upstream,
+        scope: Scope,
+        headers: list[tuple[str, str]],
+        body: RequestBody | None,
+        breaker: CircuitBreaker,
+    ) -> aiohttp.ClientResponse:
+        attempts = 1 + (self._settings.upstream_retries if method in IDEMPOTENT else 0)
+        url = self._upstream_url(upstream, scope)
+        for attempt in range(attempts):
+            try:
+                async with asyncio.timeout(self._timeouts[upstream.name]):
+                    response = await self._session.request(
+                        method,
+                        url,
+                        headers=headers,
+                        data=body,
+                        allow_redirects=False,
+                        timeout=self._stream_timeout,
+                    )
+            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
+                if body is not None and body.too_large:
+                    raise PayloadTooLarge(
+                        f"Body exceeds {self._settings.max_body_bytes} bytes"
+                    ) from exc
+                # Nothing reached the upstream: safe to try again when the method is idempotent.
+                if attempt + 1 < attempts and (body is None or not body.started):
+                    continue
+                raise self._unavailable(upstream, breaker, exc) from exc
+            except TimeoutError as exc:
+                breaker.failed()
+                UPSTREAM_FAILURES.labels(upstream.name, "timeout").inc()
+                log.warning("upstream_timeout", upstream=upstream.name, error=repr(exc))
+                raise UpstreamTimeout(
+                    f"The {upstream.name} service did not answer in time"
+                ) from exc
+            except (aiohttp.ClientError, BodyTooLarge, ClientGone) as exc:
+                if body is not None and body.too_large:
+                    raise PayloadTooLarge(
+                        f"Body exceeds {self._settings.max_body_bytes} bytes"
+                    ) from exc
+                if body is not None and body.client_gone:
+                    # Not the upstream's fault: the breaker does not count it.
+                    raise ValidationFailed("The request body ended early") from exc
+                raise self._unavailable(upstream, breaker, exc) from exc
+            breaker.succeeded()
+            return response
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _unavailable(
+        upstream: Upstream, breaker: CircuitBreaker, exc: BaseException
+    ) -> ServiceUnavailable:
+        breaker.failed()
+        UPSTREAM_FAILURES.labels(upstream.name, "connect").inc()
+        log.warning("upstream_unavailable", upstream=upstream.name, error=repr(exc))
+        return ServiceUnavailable(f"The {upstream.name} service is unavailable")
+
+    async def _authenticate(self, headers: dict[bytes, bytes]) -> Identity:
+        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthenticationRequired()
         return await self._verifier.verify(token.strip())
 
-    def _upstream_url(self, upstream: Upstream, request: Request) -> str:
-        raw_path = request.scope.get("raw_path") or request.url.path.encode()
-        query = request.scope.get("query_string", b"")
+    async def _rate_limit(
+        self, method: str, path: str, identity: Identity | None, client_ip: str
+    ) -> Decision | None:
+        policy, key = self._rate_limits.policy_for(method, path, identity, client_ip)
+        try:
+            return await self._rate_limits.check(policy, key)
+        except StorageUnavailable as exc:
+            raise ServiceUnavailable("Rate limiting is unavailable") from exc
+
+    @staticmethod
+    def _upstream_url(upstream: Upstream, scope: Scope) -> str:
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        query: bytes = scope.get("query_string", b"")
         url = upstream.url + raw_path.decode("latin-1")
         return f"{url}?{query.decode('latin-1')}" if query else url
 
     def _upstream_headers(
-        self, request: Request, identity: Identity | None
-    ) -> list[tuple[bytes, bytes]]:
-        headers = [
-            (name, value)
-            for name, value in request.headers.raw
+        self,
+        scope: Scope,
+        headers: dict[bytes, bytes],
+        identity: Identity | None,
+        client_ip: str,
+    ) -> list[tuple[str, str]]:
+        forwarded = [
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in scope["headers"]
             if name not in HOP_BY_HOP
             and name not in GATEWAY_OWNED
             and not name.startswith(GATEWAY_OWNED_PREFIXES)
         ]
-        client_host = request.client.host if request.client else ""
-        headers.append((b"x-forwarded-for", client_host.encode()))
-        headers.append((b"x-forwarded-proto", request.url.scheme.encode()))
-        if "host" in request.headers:
-            headers.append((b"x-forwarded-host", request.headers["host"].encode("latin-1")))
-        headers.append((b"x-request-id", (current_request_id() or "").encode()))
+        forwarded.append(("x-forwarded-for", client_ip))
+        forwarded.append(("x-forwarded-proto", scope.get("scheme", "http")))
+        if b"host" in headers:
+            forwarded.append(("x-forwarded-host", headers[b"host"].decode("latin-1")))
+        forwarded.append(("x-request-id", current_request_id() or ""))
+        # The current span is the gateway's server span (FastAPI's OpenTelemetry support),
+        # a child of the client's `traceparent` when it sent one.
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        forwarded.extend(carrier.items())
         if identity is not None:
-            headers.append((b"x-user-id", str(identity.user_id).encode()))
-            headers.append((b"x-user-roles", ",".join(identity.roles).encode()))
-        return headers
-
-    async def _limited_body(self, request: Request) -> AsyncIterator[bytes]:
-        received = 0
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > self._settings.max_body_bytes:
-                raise BodyTooLarge()
-            yield chunk
+            forwarded.append(("x-user-id", str(identity.user_id)))
+            forwarded.append(("x-user-roles", ",".join(identity.roles)))
+            forwarded.append(("x-auth-token-use", str(identity.claims.get("token_use", "access"))))
+        return forwarded
 
     @staticmethod
-    def _upstream_failure(upstream: Upstream, status: int) -> Response:
+    def _upstream_failure(upstream: Upstream, status: int) -> JSONResponse:
         if status in (502, 503):
             return error_response(
                 503, "SERVICE_UNAVAILABLE", f"The {upstream.name} service is unavailable"
@@ -170,3 +358,11 @@ class Proxy:
         if status == 504:
             return error_response(504, "UPSTREAM_TIMEOUT")
         return error_response(500, "INTERNAL_ERROR")
+
+
+async def _close_on_disconnect(receive: Receive, response: aiohttp.ClientResponse) -> None:
+    """Closes the upstream response when the client goes away, so that an endless stream
+    (SSE) does not keep the upstream busy for nobody."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    response.close()

@@ -1,6 +1,7 @@
-"""Which upstream owns a path, and which routes need no token."""
+"""Which upstream owns a path, and which routes need no token or have their own limit."""
 
 import fnmatch
+import re
 from dataclasses import dataclass
 
 
@@ -10,9 +11,30 @@ class Upstream:
     url: str
 
 
+class RoutePatterns:
+    """`"METHOD /path/pattern"` entries (`*` for any method, shell-style wildcards in the path)."""
+
+    def __init__(self, entries: list[str]) -> None:
+        self._patterns: list[tuple[str, re.Pattern[str]]] = []
+        for entry in entries:
+            method, _, pattern = entry.partition(" ")
+            self._patterns.append((method.upper(), re.compile(fnmatch.translate(pattern.strip()))))
+
+    def match(self, method: str, path: str) -> bool:
+        method = "GET" if method == "HEAD" else method
+        return any(
+            (allowed == "*" or allowed == method) and pattern.match(path)
+            for allowed, pattern in self._patterns
+        )
+
+
 class RouteTable:
     def __init__(
-        self, routes: dict[str, str], upstreams: dict[str, str], public_routes: list[str]
+        self,
+        routes: dict[str, str],
+        upstreams: dict[str, str],
+        public_routes: list[str],
+        websocket_routes: dict[str, str] | None = None,
     ) -> None:
         unknown = set(routes.values()) - set(upstreams)
         if unknown:
@@ -24,20 +46,28 @@ class RouteTable:
             key=lambda item: len(item[0]),
             reverse=True,
         )
-        self._public: list[tuple[str, str]] = []
-        for entry in public_routes:
-            method, _, pattern = entry.partition(" ")
-            self._public.append((method.upper(), pattern.strip()))
+        # A WebSocket route may name an upstream that is not deployed (yet): it answers 503.
+        self._websockets = dict(websocket_routes or {})
+        self._public = RoutePatterns(public_routes)
 
-    def resolve(self, path: str) -> Upstream | None:
+    def match(self, path: str) -> tuple[str, Upstream] | None:
+        """The route prefix that owns a path, and its upstream."""
         for prefix, upstream in self._prefixes:
             if path == prefix or path.startswith(prefix + "/"):
-                return upstream
+                return prefix, upstream
         return None
 
+    def resolve(self, path: str) -> Upstream | None:
+        matched = self.match(path)
+        return matched[1] if matched else None
+
+    def resolve_websocket(self, path: str) -> tuple[str, Upstream | None] | None:
+        """The upstream's name and address for a WebSocket path; None when no route matches."""
+        name = self._websockets.get(path.rstrip("/") or "/")
+        if name is None:
+            upstream = self.resolve(path)
+            return (upstream.name, upstream) if upstream else None
+        return name, self.upstreams.get(name)
+
     def is_public(self, method: str, path: str) -> bool:
-        method = "GET" if method == "HEAD" else method
-        return any(
-            (allowed == "*" or allowed == method) and fnmatch.fnmatchcase(path, pattern)
-            for allowed, pattern in self._public
-        )
+        return self._public.match(method, path)

@@ -1,3 +1,5 @@
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -6,11 +8,17 @@ from shared.settings import ServiceSettings
 DEFAULT_UPSTREAMS = {
     "auth": "http://127.0.0.1:8001",
     "users": "http://127.0.0.1:8002",
+    "courses": "http://127.0.0.1:8004",
+    "webhooks": "http://127.0.0.1:8006",
 }
 
 DEFAULT_ROUTES = {
     "/api/v1/auth": "auth",
     "/api/v1/users": "users",
+    "/api/v1/courses": "courses",
+    "/api/v1/enrollments": "courses",
+    "/api/v1/progress": "courses",
+    "/api/v1/webhooks": "webhooks",
 }
 
 DEFAULT_PUBLIC_ROUTES = [
@@ -18,6 +26,23 @@ DEFAULT_PUBLIC_ROUTES = [
     "POST /api/v1/auth/login",
     "POST /api/v1/auth/refresh",
     "GET /api/v1/auth/.well-known/jwks.json",
+    "GET /api/v1/courses",
+    "GET /api/v1/courses/*",
+    "POST /api/v1/auth/oauth2/token",
+]
+
+# Register, login and refresh: limited per client IP by RATE_LIMIT_AUTH.
+DEFAULT_RATE_LIMIT_AUTH_ROUTES = [
+    "POST /api/v1/auth/register",
+    "POST /api/v1/auth/login",
+    "POST /api/v1/auth/refresh",
+    "POST /api/v1/auth/oauth2/token",
+]
+
+# Routes only admins may use: limited per admin by RATE_LIMIT_ADMIN.
+DEFAULT_RATE_LIMIT_ADMIN_ROUTES = [
+    "* /api/v1/users",
+    "* /api/v1/users/*-*-*-*-*",
 ]
 
 
@@ -35,4 +60,34 @@ class GatewaySettings(ServiceSettings):
     public_routes: list[str] = Field(default_factory=lambda: list(DEFAULT_PUBLIC_ROUTES))
     upstream_connect_timeout_seconds: float = 2.0
     upstream_timeout_seconds: float = 30.0
+    # Per upstream, overriding upstream_timeout_seconds: `UPSTREAM_TIMEOUTS='{"chat": 120}'`.
+    upstream_timeouts: dict[str, float] = Field(default_factory=dict)
+    # A streamed response (downloads, SSE) may pause this long between two chunks.
+    upstream_stream_idle_seconds: float = 300.0
+    upstream_retries: int = 1
+    breaker_failure_threshold: int = 5
+    breaker_reset_seconds: float = 5.0
     max_body_bytes: int = 10 * 1024 * 1024
+    websocket_routes: dict[str, str] = Field(default_factory=lambda: {"/ws": "chat"})
+
+    rate_limit_auth: str = "5/minute"
+    rate_limit_default: str = "100/minute"
+    rate_limit_admin: str = "50/minute"
+    rate_limit_strategy: Literal["moving-window", "sliding-window-counter"] = (
+        "sliding-window-counter"
+    )
+    rate_limit_fail_open: bool = True
+    revocation_fail_open: bool = True
+    rate_limit_auth_routes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_RATE_LIMIT_AUTH_ROUTES)
+    )
+    rate_limit_admin_routes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_RATE_LIMIT_ADMIN_ROUTES)
+    )
+    trusted_proxies: list[str] = Field(default_factory=list)
+    jwks_min_refresh_seconds: float = 10.0
+
+    cors_origins: list[str] = Field(default_factory=list)
+    hsts_seconds: int = 31536000
+    security_headers: bool = True
+    openapi_cache_seconds: float = 30.0

@@ -46,6 +46,18 @@ SERVICES = [
     ServiceEntry(
         "users", 2, "services.users.settings:UsersSettings", "services.users.app:create_app"
     ),
+    ServiceEntry(
+        "courses",
+        4,
+        "services.courses.settings:CoursesSettings",
+        "services.courses.app:create_app",
+    ),
+    ServiceEntry(
+        "webhooks",
+        6,
+        "services.webhooks.settings:WebhooksSettings",
+        "services.webhooks.app:create_app",
+    ),
 ]
 
 GATEWAY = ServiceEntry("gateway", 0, "gateway.settings:GatewaySettings", "gateway.app:create_app")

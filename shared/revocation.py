@@ -8,6 +8,11 @@ import time
 from typing import Protocol
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared.logging import get_logger
+
+log = get_logger(__name__)
 
 
 class RevocationStore(Protocol):
@@ -69,9 +74,15 @@ class MemoryRevocationStore:
 
 
 class RedisRevocationStore:
-    def __init__(self, redis: Redis, prefix: str = "lyceum:revoked") -> None:
+    """`fail_open`: while Redis cannot be reached, tokens count as not revoked (they still
+    expire on time) rather than every authenticated request failing."""
+
+    def __init__(
+        self, redis: Redis, prefix: str = "lyceum:revoked", *, fail_open: bool = True
+    ) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._fail_open = fail_open
 
     async def revoke_token(self, jti: str, expires_at: int) -> None:
         ttl = max(1, expires_at - int(time.time()))
@@ -88,11 +99,17 @@ class RedisRevocationStore:
     async def is_revoked(
         self, jti: str, user_id: str, issued_at: int, session_id: str | None = None
     ) -> bool:
-        token_entry, user_entry, session_entry = await self._redis.mget(
-            f"{self._prefix}:jti:{jti}",
-            f"{self._prefix}:user:{user_id}",
-            f"{self._prefix}:sid:{session_id or '-'}",
-        )
+        try:
+            token_entry, user_entry, session_entry = await self._redis.mget(
+                f"{self._prefix}:jti:{jti}",
+                f"{self._prefix}:user:{user_id}",
+                f"{self._prefix}:sid:{session_id or '-'}",
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("revocation_store_unavailable", error=repr(exc), fail_open=self._fail_open)
+            if self._fail_open:
+                return False
+            raise
         if token_entry is not None or session_entry is not None:
             return True
         return user_entry is not None and issued_at <= int(user_entry)
@@ -110,7 +127,10 @@ class RedisRevocationStore:
 _process_store = MemoryRevocationStore()
 
 
-def revocation_store(redis_url: str | None, prefix: str = "lyceum:revoked") -> RevocationStore:
+def revocation_store(
+    redis_url: str | None, prefix: str = "lyceum:revoked", *, fail_open: bool = True
+) -> RevocationStore:
     if redis_url:
-        return RedisRevocationStore(Redis.from_url(redis_url), prefix)
+        redis = Redis.from_url(redis_url, socket_connect_timeout=1.0, socket_timeout=1.0)
+        return RedisRevocationStore(redis, prefix, fail_open=fail_open)
     return _process_store

@@ -109,6 +109,8 @@ class TokenVerifier:
         audience: str,
         algorithms: list[str],
         leeway_seconds: int = 10,
+        cache_size: int = 10_000,
+        cache_seconds: int = 60,
     ) -> None:
         self._keys = keys
         self._revocations = revocations
@@ -116,8 +118,31 @@ class TokenVerifier:
         self._audience = audience
         self._algorithms = algorithms
         self._leeway = leeway_seconds
+        # Signature and claims of a token already seen are not checked again for a minute
+        # (never past its expiry); the revocation check still runs on every request.
+        self._verified: dict[str, tuple[Identity, float]] = {}
+        self._cache_size = cache_size
+        self._cache_seconds = cache_seconds
 
     async def verify(self, token: str) -> Identity:
+        cached = self._verified.get(token)
+        if cached is not None and cached[1] > time.time():
+            identity = cached[0]
+        else:
+            identity = await self._verify_signature_and_claims(token)
+            if len(self._verified) >= self._cache_size:
+                self._verified.clear()
+            self._verified[token] = (
+                identity,
+                min(identity.expires_at, time.time() + self._cache_seconds),
+            )
+        if await self._revocations.is_revoked(
+            identity.jti, str(identity.user_id), int(identity.claims["iat"]), identity.session_id
+        ):
+            raise InvalidToken("Token has been revoked")
+        return identity
+
+    async def _verify_signature_and_claims(self, token: str) -> Identity:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -144,12 +169,7 @@ class TokenVerifier:
             raise TokenExpired() from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken() from exc
-        identity = identity_from_claims(claims)
-        if await self._revocations.is_revoked(
-            identity.jti, str(identity.user_id), int(claims["iat"]), identity.session_id
-        ):
-            raise InvalidToken("Token has been revoked")
-        return identity
+        return identity_from_claims(claims)
 
 
 def identity_from_claims(claims: dict[str, Any]) -> Identity:
@@ -181,6 +201,16 @@ async def current_identity(
         raise AuthenticationRequired()
     verifier: TokenVerifier = request.app.state.token_verifier
     return await verifier.verify(credentials.credentials)
+
+
+async def optional_identity(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
+) -> Identity | None:
+    """For public routes: no Authorization header is anonymous; a header is verified."""
+    if "authorization" not in request.headers:
+        return None
+    return await current_identity(request, credentials)
 
 
 def require_roles(*roles: str) -> Callable[..., Awaitable[Identity]]:

@@ -50,6 +50,16 @@ class Stacks:
             "LYCEUM_ADMIN_EMAIL": ADMIN_EMAIL,
             "LYCEUM_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "OUTBOX_POLL_SECONDS": "0.5",
+            # The suites register and log in many users from one address.
+            "RATE_LIMIT_AUTH": "10000/minute",
+            "RATE_LIMIT_DEFAULT": "10000/minute",
+            "RATE_LIMIT_ADMIN": "10000/minute",
+            # Webhook receivers of the tests listen on 127.0.0.2; 127.0.0.1 stays refused.
+            "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.2/32",
+            "WEBHOOK_RETRY_SCHEDULE": "0.5,1,1,2",
+            "WEBHOOK_ATTEMPT_TIMEOUT_SECONDS": "2",
+            "WEBHOOK_DISABLE_AFTER_SECONDS": "4",
+            "WEBHOOK_POLL_SECONDS": "0.2",
         }
         stack = Stack(mode=mode, workdir=self.workdir / mode, env_overrides=env)
         if mode == "full":

@@ -3,9 +3,11 @@ from pathlib import Path
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from services.auth import events
+from services.auth import api_tokens, events
+from services.auth.api_token_routes import router as api_token_router
 from services.auth.keys import KeyRing
 from services.auth.models import Account, ProcessedEvent
+from services.auth.oauth2_routes import router as oauth2_router
 from services.auth.passwords import hash_password
 from services.auth.routes import router
 from services.auth.settings import AuthSettings
@@ -50,6 +52,11 @@ async def create_first_admin(app: FastAPI) -> None:
         log.info("first_admin_created", email=email)
 
 
+async def republish_api_token_revocations(app: FastAPI) -> None:
+    count = await api_tokens.republish_revocations(app.state.database, app.state.revocations)
+    log.info("api_token_revocations_republished", count=count)
+
+
 def local_keys(app: FastAPI) -> KeySource:
     key_ring: KeyRing = app.state.key_ring
     return CallableKeySource(key_ring.public_key)
@@ -60,14 +67,14 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
     definition = ServiceDefinition(
         name="auth",
         title="Lyceum auth",
-        routers=[router],
+        routers=[router, api_token_router, oauth2_router],
         migrations_dir=Path(__file__).parent / "migrations",
         outbox=events.outbox,
         processed_events=ProcessedEvent,
         event_handlers=events.handlers,
-        on_startup=[start_key_ring, create_first_admin],
+        on_startup=[start_key_ring, create_first_admin, republish_api_token_revocations],
         key_source=local_keys,
     )
     app = create_service_app(definition, settings)
-    app.state.key_ring = KeyRing(settings.access_token_ttl_seconds + settings.jwt_leeway_seconds)
+    app.state.key_ring = KeyRing(api_tokens.verify_window_seconds(settings))
     return app

@@ -6,6 +6,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import State
 
+from services.auth import api_tokens
 from services.auth.models import Account, OutboxEvent
 from shared.events.cloudevents import CloudEvent
 from shared.events.consumer import DomainHandler
@@ -42,6 +43,7 @@ async def on_user_deleted(session: AsyncSession, event: CloudEvent, state: State
         return
     account.is_active = False
     await state.token_issuer.revoke_account(session, account.id)
+    await api_tokens.revoke_account_tokens(session, state.revocations, account.id)
     await state.revocations.revoke_user(str(account.id), state.settings.access_token_ttl_seconds)
 
 

@@ -1,0 +1,140 @@
+"""Everything the gateway holds while it runs, made in the lifespan and closed after it."""
+
+import asyncio
+from urllib.parse import urlsplit
+
+import aiohttp
+import httpx
+
+from gateway.openapi import MergedOpenApi
+from gateway.proxy import HttpProxy
+from gateway.ratelimit import RateLimits, make_storage
+from gateway.routing import RouteTable
+from gateway.settings import GatewaySettings
+from gateway.websocket import WebSocketProxy
+from shared.revocation import MemoryRevocationStore, RevocationStore, revocation_store
+from shared.security import JwksKeySource, TokenVerifier
+
+
+class Edge:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.routes = RouteTable(
+            settings.routes,
+            settings.upstreams,
+            settings.public_routes,
+            settings.websocket_routes,
+        )
+        self._http: HttpProxy | None = None
+        self._websockets: WebSocketProxy | None = None
+        self._openapi: MergedOpenApi | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._revocations: RevocationStore | None = None
+        self._rate_limits: RateLimits | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                settings.upstream_timeout_seconds,
+                connect=settings.upstream_connect_timeout_seconds,
+            ),
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+            follow_redirects=False,
+        )
+        self._revocations = revocation_store(
+            settings.redis_url,
+            f"{settings.queue_prefix}:revoked",
+            fail_open=settings.revocation_fail_open,
+        )
+        verifier = TokenVerifier(
+            JwksKeySource(
+                settings.jwks_url,
+                min_refresh_seconds=settings.jwks_min_refresh_seconds,
+                client=self._client,
+            ),
+            self._revocations,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            algorithms=settings.jwt_algorithms,
+            leeway_seconds=settings.jwt_leeway_seconds,
+        )
+        self._rate_limits = RateLimits(settings, make_storage(settings))
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=512, limit_per_host=0, keepalive_timeout=30),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        self._http = HttpProxy(settings, self.routes, verifier, self._rate_limits, self._session)
+        self._websockets = WebSocketProxy(verifier, settings.upstream_connect_timeout_seconds)
+        self._openapi = MergedOpenApi(self.routes, self._client, settings.openapi_cache_seconds)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._client is not None:
+            await self._client.aclose()
+        if self._revocations is not None and not isinstance(
+            self._revocations, MemoryRevocationStore
+        ):
+            await self._revocations.close()
+
+    @property
+    def http(self) -> HttpProxy:
+        assert self._http is not None, "Edge.start() not called"
+        return self._http
+
+    @property
+    def websockets(self) -> WebSocketProxy:
+        assert self._websockets is not None, "Edge.start() not called"
+        return self._websockets
+
+    @property
+    def openapi(self) -> MergedOpenApi:
+        assert self._openapi is not None, "Edge.start() not called"
+        return self._openapi
+
+    async def readiness(self) -> dict[str, str]:
+        """Each upstream, the rate-limit store (Redis or memory), revocations and the broker."""
+        assert self._client is not None
+        assert self._rate_limits is not None
+        assert self._revocations is not None
+        client = self._client
+
+        async def upstream_ok(url: str) -> bool:
+            try:
+                return (await client.get(f"{url}/health", timeout=2.0)).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        names = list(self.routes.upstreams)
+        results = await asyncio.gather(
+            *(upstream_ok(upstream.url) for upstream in self.routes.upstreams.values()),
+            self._rate_limits.ping(),
+            self._revocations.ping(),
+            self._broker_reachable(),
+        )
+        checks = {
+            name: "ok" if ok else "unavailable"
+            for name, ok in zip(
+                [*names, "rate_limit_store", "revocation_store", "broker"], results, strict=True
+            )
+        }
+        if not self.settings.amqp_url:
+            checks["broker"] = "not_used"
+        return checks
+
+    async def _broker_reachable(self) -> bool:
+        if not self.settings.amqp_url:
+            return True
+        address = urlsplit(self.settings.amqp_url)
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(address.hostname, address.port or 5672), 2.0
+            )
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        return True

@@ -1,0 +1,158 @@
+"""Rate limits with `limits`: Redis in the full stack (one count for every gateway worker and
+replica), memory in the embedded mode. Policies are `limits` strings from the settings."""
+
+import ipaddress
+import math
+import time
+from dataclasses import dataclass
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import (
+    MovingWindowRateLimiter,
+    RateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
+
+from gateway.metrics import RATE_LIMIT_REFUSALS, RATE_LIMIT_STORAGE_ERRORS
+from gateway.routing import RoutePatterns
+from gateway.settings import GatewaySettings
+from shared.logging import get_logger
+from shared.security import Identity
+
+log = get_logger(__name__)
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    item: RateLimitItem
+
+    @property
+    def window_seconds(self) -> int:
+        return self.item.get_expiry()
+
+
+@dataclass(frozen=True)
+class Decision:
+    policy: Policy
+    allowed: bool
+    remaining: int
+    reset_after: int
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        limit = self.policy.item.amount
+        name = self.policy.name
+        pairs = [
+            ("x-ratelimit-limit", str(limit)),
+            ("x-ratelimit-remaining", str(self.remaining)),
+            ("x-ratelimit-reset", str(int(time.time()) + self.reset_after)),
+            ("ratelimit-policy", f'"{name}";q={limit};w={self.policy.window_seconds}'),
+            ("ratelimit", f'"{name}";r={self.remaining};t={self.reset_after}'),
+        ]
+        if not self.allowed:
+            pairs.append(("retry-after", str(max(1, self.reset_after))))
+        return [(key.encode(), value.encode()) for key, value in pairs]
+
+
+class StorageUnavailable(Exception):
+    """The count could not be taken and RATE_LIMIT_FAIL_OPEN is false."""
+
+
+def make_storage(settings: GatewaySettings) -> Storage:
+    if settings.redis_url:
+        return RedisStorage(
+            f"async+{settings.redis_url}",
+            implementation="redispy",
+            wrap_exceptions=True,
+            key_prefix=f"{settings.queue_prefix}:ratelimit",
+            socket_connect_timeout=0.5,
+            socket_timeout=0.5,
+        )
+    return MemoryStorage()
+
+
+class RateLimits:
+    def __init__(self, settings: GatewaySettings, storage: Storage) -> None:
+        self.storage = storage
+        strategy: type[RateLimiter] = (
+            MovingWindowRateLimiter
+            if settings.rate_limit_strategy == "moving-window"
+            else SlidingWindowCounterRateLimiter
+        )
+        self._limiter = strategy(storage)
+        self._fail_open = settings.rate_limit_fail_open
+        self.auth = Policy("auth", parse(settings.rate_limit_auth))
+        self.default = Policy("default", parse(settings.rate_limit_default))
+        self.admin = Policy("admin", parse(settings.rate_limit_admin))
+        self._auth_routes = RoutePatterns(settings.rate_limit_auth_routes)
+        self._admin_routes = RoutePatterns(settings.rate_limit_admin_routes)
+
+    def policy_for(
+        self, method: str, path: str, identity: Identity | None, client_ip: str
+    ) -> tuple[Policy, str]:
+        """The policy that applies and whose count it takes (client IP, or the user)."""
+        if self._auth_routes.match(method, path):
+            return self.auth, f"ip:{client_ip}"
+        if identity is None:
+            return self.default, f"ip:{client_ip}"
+        if identity.is_admin and self._admin_routes.match(method, path):
+            return self.admin, f"user:{identity.user_id}"
+        return self.default, f"user:{identity.user_id}"
+
+    async def check(self, policy: Policy, key: str) -> Decision | None:
+        """One hit against the policy; None when the storage is down and failing open."""
+        try:
+            allowed = await self._limiter.hit(policy.item, policy.name, key)
+            stats = await self._limiter.get_window_stats(policy.item, policy.name, key)
+        except Exception as exc:
+            RATE_LIMIT_STORAGE_ERRORS.inc()
+            log.warning(
+                "rate_limit_storage_unavailable", error=repr(exc), fail_open=self._fail_open
+            )
+            if self._fail_open:
+                return None
+            raise StorageUnavailable() from exc
+        if not allowed:
+            RATE_LIMIT_REFUSALS.labels(policy.name).inc()
+        reset_after = max(0, math.ceil(stats.reset_time - time.time()))
+        return Decision(policy, allowed, max(0, stats.remaining), reset_after)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.storage.check())
+        except Exception:
+            return False
+
+
+class ClientAddress:
+    """The client's IP: the peer's, or, when the peer is a trusted proxy, the right-most
+    address in X-Forwarded-For that is not itself a trusted proxy."""
+
+    def __init__(self, trusted_proxies: list[str]) -> None:
+        self._trusted: list[IpNetwork] = [
+            ipaddress.ip_network(cidr, strict=False) for cidr in trusted_proxies
+        ]
+
+    def is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.strip())
+        except ValueError:
+            return False
+        return any(ip in network for network in self._trusted)
+
+    def resolve(self, peer: str, forwarded_for: str | None) -> str:
+        if not self._trusted or not forwarded_for or not self.is_trusted(peer):
+            return peer
+        for hop in reversed(forwarded_for.split(",")):
+            hop = hop.strip()
+            if not hop:
+                continue
+            if not self.is_trusted(hop):
+                try:
+                    return str(ipaddress.ip_address(hop))
+                except ValueError:
+                    return peer
+        return peer

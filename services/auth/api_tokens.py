@@ -1,0 +1,107 @@
+"""API tokens for machine clients: long-lived JWTs signed like access tokens, with
+`token_use: "api"`, so that the gateway and every service verify them with the same shared
+code. Each one is a row (its `jti` is the row id) so that it can be listed and revoked;
+revoking denies the `jti` in the shared revocation store until the token expires."""
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+import jwt
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.auth.keys import ALGORITHM, KeyRing
+from services.auth.models import Account, ApiToken
+from services.auth.settings import AuthSettings
+from shared.db import Database, utcnow
+from shared.revocation import RevocationStore
+
+MAX_TTL_DAYS = 365
+MAX_TTL_SECONDS = MAX_TTL_DAYS * 24 * 3600
+TOKEN_USE = "api"  # noqa: S105 (a claim value, not a secret)
+
+
+async def issue(
+    session: AsyncSession,
+    settings: AuthSettings,
+    keys: KeyRing,
+    account: Account,
+    name: str,
+    ttl_days: int,
+) -> tuple[ApiToken, str]:
+    """Records a new API token and returns it with its value, which is never stored."""
+    now = int(time.time())
+    expires_at = now + ttl_days * 24 * 3600
+    record = ApiToken(
+        id=uuid.uuid4(),
+        account_id=account.id,
+        name=name,
+        roles=account.role,
+        created_at=datetime.fromtimestamp(now, UTC),
+        expires_at=datetime.fromtimestamp(expires_at, UTC),
+    )
+    session.add(record)
+    kid, private_key = await keys.signing_key()
+    claims = {
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "sub": str(account.id),
+        "iat": now,
+        "nbf": now,
+        "exp": expires_at,
+        "jti": str(record.id),
+        "roles": [account.role],
+        "token_use": TOKEN_USE,
+        "name": name,
+    }
+    return record, jwt.encode(claims, private_key, algorithm=ALGORITHM, headers={"kid": kid})
+
+
+async def revoke(record: ApiToken, revocations: RevocationStore) -> None:
+    if record.revoked_at is None:
+        record.revoked_at = utcnow()
+    await revocations.revoke_token(str(record.id), int(record.expires_at.timestamp()))
+
+
+async def revoke_account_tokens(
+    session: AsyncSession, revocations: RevocationStore, account_id: uuid.UUID
+) -> None:
+    records = (
+        await session.scalars(
+            select(ApiToken).where(
+                ApiToken.account_id == account_id,
+                ApiToken.revoked_at.is_(None),
+                ApiToken.expires_at > utcnow(),
+            )
+        )
+    ).all()
+    for record in records:
+        await revoke(record, revocations)
+    await session.execute(
+        update(ApiToken)
+        .where(ApiToken.account_id == account_id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
+async def republish_revocations(database: Database, revocations: RevocationStore) -> int:
+    """Puts every revoked, unexpired API token back into the revocation store, so that a
+    flushed or replaced Redis cannot bring one back to life."""
+    async with database.sessions() as session:
+        records = (
+            await session.scalars(
+                select(ApiToken).where(
+                    ApiToken.revoked_at.is_not(None), ApiToken.expires_at > utcnow()
+                )
+            )
+        ).all()
+    for record in records:
+        await revocations.revoke_token(str(record.id), int(record.expires_at.timestamp()))
+    return len(records)
+
+
+def verify_window_seconds(settings: AuthSettings) -> int:
+    """How long a retired signing key stays published: until the longest-lived token it can
+    have signed (an API token) has expired."""
+    return max(settings.access_token_ttl_seconds, MAX_TTL_SECONDS) + settings.jwt_leeway_seconds

@@ -1,0 +1,187 @@
+"""What the gateway answers when an upstream or Redis fails, and how it recovers by itself."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.testing import TcpProxy, eventually
+from tests.conftest import REDIS, unreachable_dependencies
+from tests.e2e.helpers import assert_envelope
+from tests.e2e.test_gateway_helpers import (
+    PREFIX,
+    GatewayProcess,
+    SigningKey,
+    UpstreamProcess,
+    metric,
+    upstream_env,
+)
+
+
+@pytest.fixture(scope="module")
+def key() -> SigningKey:
+    return SigningKey()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+@pytest.fixture
+def upstream(workdir: Path, key: SigningKey) -> Iterator[UpstreamProcess]:
+    process = UpstreamProcess(workdir, key).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def redis_proxy() -> Iterator[TcpProxy]:
+    missing = unreachable_dependencies()
+    if any(name.startswith("Redis") for name in missing):
+        pytest.fail(f"Redis is needed for this test: {missing}")
+    proxy = TcpProxy(*REDIS).start()
+    yield proxy
+    proxy.stop()
+
+
+async def test_a_killed_upstream_gives_503_then_the_breaker_fails_fast_then_recovers(
+    workdir: Path, upstream: UpstreamProcess, key: SigningKey
+) -> None:
+    env = upstream_env(upstream, BREAKER_FAILURE_THRESHOLD="3", BREAKER_RESET_SECONDS="0.5")
+    gateway = GatewayProcess(workdir, env).start()
+    headers = {"Authorization": f"Bearer {key.token()}"}
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+            assert (await client.get(f"{PREFIX}/echo", headers=headers)).status_code == 200
+            upstream.kill()
+            for _ in range(3):
+                down = await client.get(f"{PREFIX}/echo", headers=headers)
+                body = assert_envelope(down, 503, "SERVICE_UNAVAILABLE")
+                assert "files" in body["error"]["message"]
+            metrics = (await client.get("/metrics")).text
+            assert metric(metrics, "gateway_circuit_breaker_open", upstream="files") == 1
+            assert (
+                metric(metrics, "gateway_upstream_failures_total", upstream="files", kind="connect")
+                >= 3
+            )
+            # Open: answered at once, without trying the upstream.
+            assert_envelope(
+                await client.get(f"{PREFIX}/echo", headers=headers), 503, "SERVICE_UNAVAILABLE"
+            )
+
+            UpstreamProcess(workdir, key, port=upstream.port).start()
+
+            async def recovered() -> bool:
+                response = await client.get(f"{PREFIX}/echo", headers=headers)
+                return response.status_code == 200
+
+            await eventually(recovered, within_seconds=15, interval=0.2)
+            metrics = (await client.get("/metrics")).text
+            assert metric(metrics, "gateway_circuit_breaker_open", upstream="files") == 0
+    finally:
+        gateway.stop()
+        UpstreamProcess(workdir, key, port=upstream.port).kill()
+
+
+async def test_slow_upstream_is_504_and_failing_upstream_hides_its_internals(
+    workdir: Path, upstream: UpstreamProcess, key: SigningKey
+) -> None:
+    env = upstream_env(upstream, UPSTREAM_TIMEOUTS='{"files": 0.5}')
+    gateway = GatewayProcess(workdir, env).start()
+    headers = {"Authorization": f"Bearer {key.token()}"}
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+            slow = await client.get(f"{PREFIX}/slow", params={"seconds": 3}, headers=headers)
+            assert_envelope(slow, 504, "UPSTREAM_TIMEOUT")
+            boom = await client.get(f"{PREFIX}/boom", headers=headers)
+            assert_envelope(boom, 500, "INTERNAL_ERROR")
+            for leaked in ("Traceback", "hunter2", "db.internal", "psycopg"):
+                assert leaked not in boom.text
+    finally:
+        gateway.stop()
+
+
+async def test_the_gateway_answers_its_own_errors_in_the_envelope(
+    workdir: Path, upstream: UpstreamProcess, key: SigningKey
+) -> None:
+    gateway = GatewayProcess(workdir, upstream_env(upstream)).start()
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+            assert_envelope(await client.get("/api/v1/nothing-here"), 404, "RESOURCE_NOT_FOUND")
+            assert_envelope(await client.post("/health"), 405, "METHOD_NOT_ALLOWED")
+            # X-Forwarded-Proto from a client that is not a trusted proxy earns no HSTS.
+            spoofed = await client.get("/health", headers={"X-Forwarded-Proto": "https"})
+            assert "strict-transport-security" not in spoofed.headers
+            assert spoofed.headers["x-content-type-options"] == "nosniff"
+            assert_envelope(await client.get(f"{PREFIX}/echo"), 401, "AUTHENTICATION_REQUIRED")
+            expired = key.token(exp=1_000_000, iat=999_000, nbf=999_000)
+            assert_envelope(
+                await client.get(f"{PREFIX}/echo", headers={"Authorization": f"Bearer {expired}"}),
+                401,
+                "TOKEN_EXPIRED",
+            )
+            wrong_audience = key.token(aud="someone-else")
+            assert_envelope(
+                await client.get(
+                    f"{PREFIX}/echo", headers={"Authorization": f"Bearer {wrong_audience}"}
+                ),
+                401,
+                "INVALID_TOKEN",
+            )
+    finally:
+        gateway.stop()
+
+
+async def test_with_redis_down_requests_still_pass_and_the_metric_counts_it(
+    workdir: Path, upstream: UpstreamProcess, key: SigningKey, redis_proxy: TcpProxy
+) -> None:
+    env = upstream_env(upstream, REDIS_URL=f"redis://127.0.0.1:{redis_proxy.port}/0")
+    gateway = GatewayProcess(workdir, env).start()
+    headers = {"Authorization": f"Bearer {key.token()}"}
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+            limited = await client.get(f"{PREFIX}/echo", headers=headers)
+            assert limited.status_code == 200
+            assert "x-ratelimit-remaining" in limited.headers
+            redis_proxy.cut()
+            try:
+                for _ in range(3):
+                    unlimited = await client.get(f"{PREFIX}/echo", headers=headers)
+                    assert unlimited.status_code == 200, unlimited.text
+                    assert "x-ratelimit-remaining" not in unlimited.headers
+                metrics = (await client.get("/metrics")).text
+                assert metric(metrics, "gateway_rate_limit_storage_errors_total") >= 3
+                ready = (await client.get("/ready")).json()
+                assert ready["checks"]["rate_limit_store"] == "unavailable"
+            finally:
+                redis_proxy.restore()
+
+            async def limited_again() -> bool:
+                response = await client.get(f"{PREFIX}/echo", headers=headers)
+                return "x-ratelimit-remaining" in response.headers
+
+            await eventually(limited_again, within_seconds=10, interval=0.2)
+    finally:
+        gateway.stop()
+
+
+async def test_with_redis_down_a_fail_closed_gateway_refuses(
+    workdir: Path, upstream: UpstreamProcess, key: SigningKey, redis_proxy: TcpProxy
+) -> None:
+    env = upstream_env(
+        upstream,
+        REDIS_URL=f"redis://127.0.0.1:{redis_proxy.port}/0",
+        RATE_LIMIT_FAIL_OPEN="false",
+    )
+    gateway = GatewayProcess(workdir, env).start()
+    headers = {"Authorization": f"Bearer {key.token()}"}
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+            redis_proxy.cut()
+            refused = await client.get(f"{PREFIX}/echo", headers=headers)
+            assert_envelope(refused, 503, "SERVICE_UNAVAILABLE")
+    finally:
+        redis_proxy.restore()
+        gateway.stop()

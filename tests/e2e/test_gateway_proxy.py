@@ -1,0 +1,276 @@
+"""The gateway in front of a test upstream: identity and trace headers, streamed bodies of
+hundreds of MB with flat memory, Server-Sent Events one by one, and a WebSocket echo."""
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from shared.testing import eventually
+from tests.e2e.helpers import assert_envelope
+from tests.e2e.test_gateway_helpers import (
+    MIB,
+    PREFIX,
+    GatewayProcess,
+    SigningKey,
+    UpstreamProcess,
+    upstream_env,
+)
+
+TRANSFER_MB = 200
+# RSS growth allowed while 200 MB pass through: a fraction of the body, not the body.
+MEMORY_BOUND = 60 * MIB
+
+
+@pytest.fixture(scope="module")
+def key() -> SigningKey:
+    return SigningKey()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, key: SigningKey) -> Iterator[GatewayProcess]:
+    workdir = tmp_path_factory.mktemp("gateway-proxy")
+    upstream = UpstreamProcess(workdir, key).start()
+    env = upstream_env(
+        upstream,
+        MAX_BODY_BYTES=str(400 * MIB),
+        CORS_ORIGINS='["https://app.example.com"]',
+        # The test client stands for a TLS-terminating proxy (X-Forwarded-Proto → HSTS).
+        TRUSTED_PROXIES='["127.0.0.1/32"]',
+    )
+    process = GatewayProcess(workdir, env).start()
+    yield process
+    process.stop()
+    upstream.stop()
+
+
+def auth(key: SigningKey, **claims: object) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key.token(**claims)}"}
+
+
+class PeakRss:
+    """Samples the gateway's resident memory in a thread while a transfer runs."""
+
+    def __init__(self, gateway: GatewayProcess) -> None:
+        self._gateway = gateway
+        self._done = threading.Event()
+        self.baseline = gateway.rss_bytes()
+        self.peak = self.baseline
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.05):
+            self.peak = max(self.peak, self._gateway.rss_bytes())
+
+    def __enter__(self) -> "PeakRss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.baseline
+
+
+async def test_identity_and_trace_headers_are_set_by_the_gateway(
+    gateway: GatewayProcess, key: SigningKey
+) -> None:
+    user_id = "3f0e7a52-7c1e-4d7e-9a8e-1f0b8f2c6d11"
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    async with httpx.AsyncClient(base_url=gateway.url) as client:
+        response = await client.get(
+            f"{PREFIX}/echo",
+            headers={
+                **auth(key, sub=user_id, roles=["instructor"]),
+                "X-User-Id": "00000000-0000-0000-0000-000000000000",
+                "X-User-Roles": "admin",
+                "X-Request-ID": "trace-this-request-42",
+                "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01",
+            },
+        )
+    assert response.status_code == 200, response.text
+    seen = response.json()["headers"]
+    assert seen["x-user-id"] == user_id
+    assert seen["x-user-roles"] == "instructor"
+    assert seen["x-request-id"] == "trace-this-request-42"
+    assert response.headers["x-request-id"] == "trace-this-request-42"
+    version, upstream_trace, parent, _flags = seen["traceparent"].split("-")
+    assert (version, upstream_trace) == ("00", trace_id)
+    assert parent != "00f067aa0ba902b7", "the gateway's own span is the upstream's parent"
+    assert seen["x-forwarded-for"] == "127.0.0.1"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert "strict-transport-security" not in response.headers
+
+
+async def test_a_trace_is_started_when_the_client_sends_none(
+    gateway: GatewayProcess, key: SigningKey
+) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url) as client:
+        response = await client.get(
+            f"{PREFIX}/echo", headers={**auth(key), "X-Forwarded-Proto": "https"}
+        )
+    version, trace_id, parent, _ = response.json()["headers"]["traceparent"].split("-")
+    assert version == "00"
+    assert int(trace_id, 16) != 0
+    assert int(parent, 16) != 0
+    assert response.headers["strict-transport-security"].startswith("max-age=")
+
+
+async def test_a_200_mb_download_streams_with_flat_memory(
+    gateway: GatewayProcess, key: SigningKey
+) -> None:
+    received = 0
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as client:
+        with PeakRss(gateway) as memory:
+            async with client.stream(
+                "GET", f"{PREFIX}/download", params={"mb": TRANSFER_MB}, headers=auth(key)
+            ) as response:
+                assert response.status_code == 200
+                assert response.headers["content-length"] == str(TRANSFER_MB * MIB)
+                async for chunk in response.aiter_raw():
+                    received += len(chunk)
+    assert received == TRANSFER_MB * MIB
+    print(f"\ndownload: gateway RSS grew {memory.growth / MIB:.1f} MiB for {TRANSFER_MB} MiB")
+    assert memory.growth < MEMORY_BOUND
+
+
+async def test_a_200_mb_upload_streams_with_flat_memory(
+    gateway: GatewayProcess, key: SigningKey
+) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        chunk = b"y" * MIB
+        for _ in range(TRANSFER_MB):
+            yield chunk
+
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as client:
+        with PeakRss(gateway) as memory:
+            response = await client.post(f"{PREFIX}/upload", content=body(), headers=auth(key))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"bytes": TRANSFER_MB * MIB}
+    print(f"\nupload: gateway RSS grew {memory.growth / MIB:.1f} MiB for {TRANSFER_MB} MiB")
+    assert memory.growth < MEMORY_BOUND
+
+
+async def test_a_body_over_the_limit_is_refused(gateway: GatewayProcess, key: SigningKey) -> None:
+    async def too_much() -> AsyncIterator[bytes]:
+        for _ in range(401):
+            yield b"z" * MIB
+
+    # Refused on the declared length alone, before any of the body is read.
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    token = auth(key)["Authorization"]
+    writer.write(
+        f"POST {PREFIX}/upload HTTP/1.1\r\nHost: test\r\nAuthorization: {token}\r\n"
+        f"Content-Length: {401 * MIB}\r\n\r\n".encode()
+    )
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    assert status_line.startswith(b"HTTP/1.1 413"), status_line
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as client:
+        streamed = await client.post(f"{PREFIX}/upload", content=too_much(), headers=auth(key))
+        assert_envelope(streamed, 413, "PAYLOAD_TOO_LARGE")
+
+
+async def test_server_sent_events_arrive_one_by_one(
+    gateway: GatewayProcess, key: SigningKey
+) -> None:
+    """The upstream sends each event only after the client acknowledged the one before, so
+    a gateway that buffered the stream would never deliver the first one."""
+    stream = "s1"
+    received = []
+    async with (
+        httpx.AsyncClient(base_url=gateway.url, timeout=30) as client,
+        client.stream(
+            "GET", f"{PREFIX}/events", params={"stream": stream, "count": 3}, headers=auth(key)
+        ) as response,
+    ):
+        assert response.headers["content-type"].startswith("text/event-stream")
+        async for line in response.aiter_lines():
+            if line.startswith("data: "):
+                number = json.loads(line.removeprefix("data: "))["n"]
+                received.append(number)
+                ack = await client.post(f"{PREFIX}/events/{stream}/{number}/ack")
+                assert ack.status_code == 204
+    assert received == [0, 1, 2]
+
+
+async def test_a_client_leaving_an_endless_stream_closes_it_upstream(
+    gateway: GatewayProcess, key: SigningKey
+) -> None:
+    stream = "left"
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        async with client.stream(
+            "GET", f"{PREFIX}/events", params={"stream": stream, "count": 1000}, headers=auth(key)
+        ) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    break
+        # The upstream is now waiting for an acknowledgement that never comes; the client left.
+
+        async def closed_upstream() -> bool:
+            status = await client.get(f"{PREFIX}/events/{stream}/closed", headers=auth(key))
+            return bool(status.json()["closed"])
+
+        await eventually(closed_upstream, within_seconds=10)
+
+
+async def test_a_websocket_echoes_through_the_gateway(
+    gateway: GatewayProcess, key: SigningKey
+) -> None:
+    user_id = "0b8a3a57-5d8f-4a49-a1b6-4f3c1d2e9a10"
+    url = f"ws://127.0.0.1:{gateway.port}/ws"
+    async with connect(url, additional_headers=auth(key, sub=user_id)) as socket:
+        assert json.loads(await socket.recv()) == {"hello": user_id}
+        await socket.send("ping")
+        assert await socket.recv() == "ping"
+        await socket.send(b"\x00\x01binary")
+        assert await socket.recv() == b"\x00\x01binary"
+    # Browsers cannot set headers on a WebSocket: the token may come as a query parameter.
+    async with connect(f"{url}?access_token={key.token()}") as socket:
+        await socket.recv()
+        await socket.send("again")
+        assert await socket.recv() == "again"
+
+
+async def test_a_websocket_without_a_valid_token_is_refused_at_the_handshake(
+    gateway: GatewayProcess, key: SigningKey
+) -> None:
+    url = f"ws://127.0.0.1:{gateway.port}/ws"
+    for headers in ({}, {"Authorization": "Bearer not-a-token"}):
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url, additional_headers=headers):
+                pass
+        assert refused.value.response.status_code == 401
+        body = json.loads(refused.value.response.body or b"{}")
+        assert body["status"] == "error"
+        assert body["error"]["code"] in ("AUTHENTICATION_REQUIRED", "INVALID_TOKEN")
+
+
+async def test_cors_allows_only_the_configured_origins(gateway: GatewayProcess) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url) as client:
+        preflight = await client.options(
+            f"{PREFIX}/echo",
+            headers={
+                "Origin": "https://app.example.com",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example.com"
+        stranger = await client.options(
+            f"{PREFIX}/echo",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+        )
+        assert stranger.status_code == 400
+        assert "access-control-allow-origin" not in stranger.headers
