@@ -133,12 +133,17 @@ class Dispatcher:
         if busy:
             ranked = ranked.where(Delivery.endpoint_id.not_in(busy))
         candidates = ranked.subquery()
+        # The due conditions again on the locked rows themselves: PostgreSQL re-checks them
+        # against a row that another worker claimed (and moved on) meanwhile, but not the
+        # subquery's.
         query = (
             select(Delivery)
             .where(
                 Delivery.id.in_(
                     select(candidates.c.id).where(candidates.c.rank <= self._endpoint_concurrency)
-                )
+                ),
+                Delivery.status == PENDING,
+                Delivery.next_attempt_at <= now,
             )
             .order_by(Delivery.next_attempt_at)
             .limit(limit)
