@@ -15,12 +15,14 @@ from launcher.options import LaunchOptions
 def main() -> None:
     mode = sys.argv[1] if len(sys.argv) > 1 else "embedded"
     options = LaunchOptions()
+    var_dir = Path(options.var_dir).resolve()
     if mode == "embedded":
-        var_dir = Path(options.var_dir).resolve()
         var_dir.mkdir(parents=True, exist_ok=True)
         asyncio.run(run_embedded(options, var_dir))
     elif mode == "full":
-        asyncio.run(run_full(options))
+        pid_dir = var_dir / "pids"
+        pid_dir.mkdir(parents=True, exist_ok=True)
+        asyncio.run(run_full(options, pid_dir))
     elif mode == "topology":
         asyncio.run(declare_topology(options))
         print("queues declared", flush=True)

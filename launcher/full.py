@@ -1,4 +1,7 @@
-"""One process per service on PostgreSQL, Redis and RabbitMQ, as in production."""
+"""One process per service on PostgreSQL, Redis and RabbitMQ, as in production.
+
+The launcher supervises them like an orchestrator would: a service that exits is started
+again after `restart_seconds`; each one's pid is in `<var_dir>/pids/<name>.pid`."""
 
 import asyncio
 import contextlib
@@ -7,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from launcher.infrastructure import database_url, prepare
 from launcher.options import LaunchOptions
@@ -35,32 +39,53 @@ def service_environment(options: LaunchOptions, entry: ServiceEntry) -> dict[str
     return env
 
 
-async def run_full(options: LaunchOptions) -> None:
+def start_service(
+    options: LaunchOptions, entry: ServiceEntry, pid_dir: Path
+) -> "subprocess.Popen[bytes]":
+    process = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", entry.package],
+        env=service_environment(options, entry),
+        start_new_session=True,
+    )
+    (pid_dir / f"{entry.name}.pid").write_text(str(process.pid))
+    return process
+
+
+async def run_full(options: LaunchOptions, pid_dir: Path) -> None:
     print("Preparing the full stack:", flush=True)
     await prepare(options)
+    entries = {entry.name: entry for entry in [*SERVICES, GATEWAY]}
     processes: dict[str, subprocess.Popen[bytes]] = {}
+    exited_at: dict[str, float] = {}
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        for entry in [*SERVICES, GATEWAY]:
-            processes[entry.name] = subprocess.Popen(  # noqa: ASYNC220, S603
-                [sys.executable, "-m", entry.package],
-                env=service_environment(options, entry),
-                start_new_session=True,
-            )
+        for name, entry in entries.items():
+            processes[name] = start_service(options, entry, pid_dir)
         await asyncio.gather(
-            *(wait_healthy(e.name, options.url(e.port_offset)) for e in [*SERVICES, GATEWAY])
+            *(wait_healthy(e.name, options.url(e.port_offset)) for e in entries.values())
         )
         print(f"\nLyceum (full stack) is ready: {options.url(0)}  (Ctrl-C stops it)", flush=True)
         while not stop.is_set():
-            exited = [name for name, process in processes.items() if process.poll() is not None]
-            if exited:
-                print(f"service exited: {', '.join(exited)}", file=sys.stderr, flush=True)
-                break
+            for name, process in processes.items():
+                if process.poll() is None:
+                    continue
+                if name not in exited_at:
+                    exited_at[name] = loop.time()
+                    print(
+                        f"service exited: {name} (code {process.returncode}); "
+                        f"restarting in {options.restart_seconds:g}s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                elif loop.time() - exited_at[name] >= options.restart_seconds:
+                    del exited_at[name]
+                    processes[name] = start_service(options, entries[name], pid_dir)
+                    print(f"service restarted: {name}", file=sys.stderr, flush=True)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+                await asyncio.wait_for(stop.wait(), 0.2)
     finally:
         print("\nStopping Lyceum...", flush=True)
         await stop_processes(processes)

@@ -16,6 +16,7 @@ class LaunchOptions(BaseSettings):
     events_exchange: str = "lyceum.events"
     queue_prefix: str = "lyceum"
     gateway_workers: int = 2
+    restart_seconds: float = 1.0
 
     def port(self, offset: int) -> int:
         return self.gateway_port + offset

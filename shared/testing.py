@@ -208,6 +208,28 @@ class Stack:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
+    def service_pid(self, name: str) -> int:
+        """The pid of one service's process (full mode: the launcher restarts it once it
+        exits, after RESTART_SECONDS)."""
+        return int((self.workdir / "var" / "pids" / f"{name}.pid").read_text())
+
+    def kill_service(self, name: str, sig: int = signal.SIGKILL) -> int:
+        pid = self.service_pid(name)
+        os.killpg(pid, sig)
+        return pid
+
+    async def wait_service_restarted(self, name: str, old_pid: int, service_url: str) -> None:
+        async def restarted_and_healthy() -> bool:
+            if self.service_pid(name) == old_pid:
+                return False
+            try:
+                async with httpx.AsyncClient(timeout=1.0) as client:
+                    return (await client.get(f"{service_url}/health")).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await eventually(restarted_and_healthy, within_seconds=60, interval=0.2)
+
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])

@@ -50,6 +50,8 @@ class Stacks:
             "LYCEUM_ADMIN_EMAIL": ADMIN_EMAIL,
             "LYCEUM_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "OUTBOX_POLL_SECONDS": "0.5",
+            # Long enough for a test to see a killed service gone before it is back.
+            "RESTART_SECONDS": "3",
             # The suites register and log in many users from one address.
             "RATE_LIMIT_AUTH": "10000/minute",
             "RATE_LIMIT_DEFAULT": "10000/minute",
