@@ -80,8 +80,10 @@ def record_course_completed(session: AsyncSession, enrollment: Enrollment) -> No
 async def on_user_deleted(session: AsyncSession, event: CloudEvent, _state: State) -> None:
     """A deleted user's learning record goes; the courses they teach stay, orphaned."""
     user_id = uuid.UUID(event.data["id"])
-    await session.execute(delete(LessonProgress).where(LessonProgress.user_id == user_id))
+    # Enrollments first: deleting them waits for a lesson being added, whose progress rows
+    # the second delete then sees.
     await session.execute(delete(Enrollment).where(Enrollment.user_id == user_id))
+    await session.execute(delete(LessonProgress).where(LessonProgress.user_id == user_id))
     taught = await session.scalars(
         select(Course).where(Course.instructor_id == user_id, Course.is_orphaned.is_(False))
     )

@@ -49,8 +49,12 @@ class Course(TimestampMixin, Base):
 
 
 class Lesson(TimestampMixin, Base):
+    """Numbered 1, 2, 3, ... within its course; no two lessons of a course share a number."""
+
     __tablename__ = "lessons"
-    __table_args__ = (Index("ix_lessons_course_id_position", "course_id", "position"),)
+    __table_args__ = (
+        UniqueConstraint("course_id", "position", name="uq_lessons_course_id_position"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
     course_id: Mapped[uuid.UUID] = mapped_column(

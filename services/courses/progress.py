@@ -1,9 +1,9 @@
 """Lesson progress of enrolled users, and when a course counts as completed."""
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.courses.events import record_course_completed, record_lesson_completed
@@ -52,11 +52,60 @@ def completion_percentage(completed: int, total: int) -> float:
     return round(100.0 * completed / total, 1) if total else 0.0
 
 
+async def lock_enrollments(
+    session: AsyncSession, course_id: uuid.UUID, user_id: uuid.UUID | None = None
+) -> list[Enrollment]:
+    """The course's enrollments (or one user's), row-locked until commit, in one order so
+    that concurrent lockers cannot deadlock."""
+    query = select(Enrollment).where(Enrollment.course_id == course_id)
+    if user_id is not None:
+        query = query.where(Enrollment.user_id == user_id)
+    rows = await session.scalars(query.order_by(Enrollment.id).with_for_update())
+    return list(rows)
+
+
+async def recompute_completion(
+    session: AsyncSession, enrollments: Sequence[Enrollment], *, lesson_added: bool = False
+) -> None:
+    """The one rule for `Enrollment.completed_at`, run after anything that changes an
+    enrollment's lessons or their progress. The caller holds the enrollments' row locks.
+
+    - An enrollment with lessons, none of them open, is complete: `completed_at` is set and
+      `course.completed` recorded. One already complete stays as it is, so the event is
+      recorded once per completion.
+    - A lesson added to the course is open for every enrollment: a completed one opens
+      again (`completed_at` cleared) and completes anew, announced again, when the student
+      has closed it too.
+    - Nothing else reopens a completion: a student moving a lesson of theirs back to
+      in progress, or an instructor deleting a lesson, leaves a completed course completed.
+    """
+    if not enrollments:
+        return
+    await session.flush()
+    course_id = enrollments[0].course_id
+    open_lesson = case((LessonProgress.status != "completed", 1), else_=0)
+    query = (
+        select(LessonProgress.user_id, func.count(), func.sum(open_lesson))
+        .where(LessonProgress.course_id == course_id)
+        .group_by(LessonProgress.user_id)
+    )
+    if len(enrollments) == 1:
+        query = query.where(LessonProgress.user_id == enrollments[0].user_id)
+    counts = {user_id: (total, open_) for user_id, total, open_ in await session.execute(query)}
+    for enrollment in enrollments:
+        total, open_lessons = counts.get(enrollment.user_id, (0, 0))
+        if open_lessons and lesson_added:
+            enrollment.completed_at = None
+        elif total and not open_lessons and enrollment.completed_at is None:
+            enrollment.completed_at = utcnow()
+            record_course_completed(session, enrollment)
+
+
 async def set_status(
     session: AsyncSession, progress: LessonProgress, enrollment: Enrollment, status: str
 ) -> None:
-    """Records `lesson.completed` on the move to completed, and `course.completed` once, when
-    the enrollment's last open lesson closes. The caller holds the enrollment's row lock."""
+    """Records `lesson.completed` on the move to completed, then lets `recompute_completion`
+    decide about the course. The caller holds the enrollment's row lock."""
     if status == progress.status:
         return
     progress.status = status
@@ -65,18 +114,4 @@ async def set_status(
         return
     progress.completed_at = utcnow()
     record_lesson_completed(session, progress)
-    await session.flush()
-    if enrollment.completed_at is not None:
-        return
-    open_lessons = await session.scalar(
-        select(func.count())
-        .select_from(LessonProgress)
-        .where(
-            LessonProgress.user_id == enrollment.user_id,
-            LessonProgress.course_id == enrollment.course_id,
-            LessonProgress.status != "completed",
-        )
-    )
-    if open_lessons == 0:
-        enrollment.completed_at = utcnow()
-        record_course_completed(session, enrollment)
+    await recompute_completion(session, [enrollment])

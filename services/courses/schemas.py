@@ -3,12 +3,20 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 Level = Literal["beginner", "intermediate", "advanced"]
 CourseStatus = Literal["draft", "published", "archived"]
 ProgressStatus = Literal["not_started", "in_progress", "completed"]
 
 SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+
+
+def _not_null(value: object) -> object:
+    """A PATCH may leave a field out; it may not null a field that cannot be empty."""
+    if value is None:
+        raise PydanticCustomError("not_null", "Cannot be null: leave the field out to keep it")
+    return value
 
 
 def _not_a_uuid(slug: str | None) -> str | None:
@@ -55,7 +63,19 @@ class CourseCreate(BaseModel):
     _slug_not_uuid = field_validator("slug")(_not_a_uuid)
 
 
+class CourseUpdate(CourseCreate):
+    """PUT: the whole course, validated as on create. Omitted optional fields take their
+    defaults, except `slug`, `status` and `instructor_id`, which stay as they are."""
+
+    status: CourseStatus | None = None
+    instructor_id: uuid.UUID | None = Field(None, description="Admins only: reassigns the course")
+
+    _required = field_validator("status", "instructor_id")(_not_null)
+
+
 class CoursePatch(BaseModel):
+    """PATCH: only the fields given change; `duration_weeks` is the one that null clears."""
+
     model_config = ConfigDict(extra="forbid")
 
     title: str | None = Field(None, min_length=1, max_length=200)
@@ -65,8 +85,12 @@ class CoursePatch(BaseModel):
     level: Level | None = None
     status: CourseStatus | None = None
     duration_weeks: int | None = Field(None, ge=1, le=520)
+    instructor_id: uuid.UUID | None = Field(None, description="Admins only: reassigns the course")
 
     _slug_not_uuid = field_validator("slug")(_not_a_uuid)
+    _required = field_validator(
+        "title", "slug", "description", "category", "level", "status", "instructor_id"
+    )(_not_null)
 
 
 class LessonResponse(BaseModel):
@@ -93,13 +117,22 @@ class LessonCreate(BaseModel):
     duration_minutes: int | None = Field(None, ge=1, le=10000)
 
 
+class LessonUpdate(LessonCreate):
+    """PUT: the whole lesson, validated as on create. Omitted optional fields take their
+    defaults, except `position`: without it the lesson stays where it is."""
+
+
 class LessonPatch(BaseModel):
+    """PATCH: only the fields given change; `duration_minutes` is the one that null clears."""
+
     model_config = ConfigDict(extra="forbid")
 
     title: str | None = Field(None, min_length=1, max_length=200)
     content: str | None = Field(None, max_length=200000)
     position: int | None = Field(None, ge=1)
     duration_minutes: int | None = Field(None, ge=1, le=10000)
+
+    _required = field_validator("title", "content", "position")(_not_null)
 
 
 class CourseSummary(BaseModel):

@@ -1,10 +1,12 @@
 """The course catalogue as its users meet it through the gateway: instructors build and
 publish courses, students find them, enroll, and work through the lessons."""
 
+import asyncio
 import uuid
 from typing import Any
 
 import httpx
+import jwt
 
 from shared.testing import Stack, eventually
 from tests.e2e.helpers import (
@@ -15,6 +17,7 @@ from tests.e2e.helpers import (
     register,
     signed_up,
 )
+from tests.e2e.test_webhooks import create_endpoint, delete_endpoint, receiving
 
 
 def unique_word() -> str:
@@ -104,52 +107,76 @@ async def complete_every_lesson(
     return await progress_of(client, student, course_id)
 
 
-async def test_a_student_finds_enrolls_in_and_completes_a_published_course(stack: Stack) -> None:
+async def test_the_journey_from_an_empty_course_to_course_completed(stack: Stack) -> None:
+    """An instructor builds and publishes a course; a student finds it by search and level,
+    enrolls, completes every lesson and sees 100; an outside system receives
+    `course.completed` once, as a signed webhook."""
     word = unique_word()
-    async with stack.client() as client:
-        teacher = await account(client, "instructor")
-        student = await account(client)
-        course = await published_course(client, teacher, word)
-        assert course["status"] == "published"
-        assert course["published_at"] is not None
-        assert course["slug"] == f"practical-python-{word}"
+    async with stack.client() as client, receiving() as receiver:
+        admin = await admin_tokens(client)
+        endpoint = await create_endpoint(client, admin, receiver, ["course.completed"])
+        try:
+            teacher = await account(client, "instructor")
+            student = await account(client)
+            course = await published_course(client, teacher, word)
+            assert course["status"] == "published"
+            assert course["published_at"] is not None
+            assert course["slug"] == f"practical-python-{word}"
 
-        found = await client.get(
-            "/api/v1/courses",
-            params={"search": word.upper(), "level": "intermediate", "sort": "title"},
-            headers=bearer(student["tokens"]),
-        )
-        assert found.status_code == 200, found.text
-        assert [c["id"] for c in found.json()["data"]] == [course["id"]]
-        assert found.json()["pagination"] == {"page": 1, "per_page": 20, "total": 1, "pages": 1}
-        other_level = await client.get(
-            "/api/v1/courses", params={"search": word, "level": "beginner"}
-        )
-        assert other_level.json()["pagination"]["total"] == 0
-        by_slug = await client.get(f"/api/v1/courses/{course['slug']}")
-        assert by_slug.status_code == 200
-        assert by_slug.json()["id"] == course["id"]
+            found = await client.get(
+                "/api/v1/courses",
+                params={"search": word.upper(), "level": "intermediate", "sort": "title"},
+                headers=bearer(student["tokens"]),
+            )
+            assert found.status_code == 200, found.text
+            assert [c["id"] for c in found.json()["data"]] == [course["id"]]
+            assert found.json()["pagination"] == {
+                "page": 1,
+                "per_page": 20,
+                "total": 1,
+                "pages": 1,
+            }
+            other_level = await client.get(
+                "/api/v1/courses", params={"search": word, "level": "beginner"}
+            )
+            assert other_level.json()["pagination"]["total"] == 0
+            by_slug = await client.get(f"/api/v1/courses/{course['slug']}")
+            assert by_slug.status_code == 200
+            assert by_slug.json()["id"] == course["id"]
 
-        enrolled = await enroll(client, student, course["id"])
-        assert enrolled.status_code == 201, enrolled.text
-        assert enrolled.headers["location"] == f"/api/v1/enrollments/{enrolled.json()['id']}"
-        assert enrolled.json()["course"]["slug"] == course["slug"]
-        mine = await client.get("/api/v1/enrollments", headers=bearer(student["tokens"]))
-        assert [e["course_id"] for e in mine.json()["data"]] == [course["id"]]
+            enrolled = await enroll(client, student, course["id"])
+            assert enrolled.status_code == 201, enrolled.text
+            assert enrolled.headers["location"] == f"/api/v1/enrollments/{enrolled.json()['id']}"
+            assert enrolled.json()["course"]["slug"] == course["slug"]
+            mine = await client.get("/api/v1/enrollments", headers=bearer(student["tokens"]))
+            assert [e["course_id"] for e in mine.json()["data"]] == [course["id"]]
 
-        before = await progress_of(client, student, course["id"])
-        assert before["completion_percentage"] == 0
-        assert before["total_lessons"] == 3
-        assert {lesson["status"] for lesson in before["lessons"]} == {"not_started"}
+            before = await progress_of(client, student, course["id"])
+            assert before["completion_percentage"] == 0
+            assert before["total_lessons"] == 3
+            assert {lesson["status"] for lesson in before["lessons"]} == {"not_started"}
 
-        after = await complete_every_lesson(client, student, course["id"])
-        assert after["completion_percentage"] == 100
-        assert after["completed_lessons"] == 3
-        assert after["completed_at"] is not None
-        enrollment = await client.get(
-            f"/api/v1/enrollments/{enrolled.json()['id']}", headers=bearer(student["tokens"])
-        )
-        assert enrollment.json()["completed_at"] == after["completed_at"]
+            after = await complete_every_lesson(client, student, course["id"])
+            assert after["completion_percentage"] == 100
+            assert after["completed_lessons"] == 3
+            assert after["completed_at"] is not None
+            enrollment = await client.get(
+                f"/api/v1/enrollments/{enrolled.json()['id']}", headers=bearer(student["tokens"])
+            )
+            assert enrollment.json()["completed_at"] == after["completed_at"]
+
+            async def completed_delivered() -> list[Any]:
+                return receiver.about("course_id", course["id"], "course.completed")
+
+            [delivered] = await eventually(completed_delivered, within_seconds=30)
+            assert delivered.payload is not None
+            assert delivered.payload["data"] == {
+                "user_id": student["id"],
+                "course_id": course["id"],
+                "enrollment_id": enrolled.json()["id"],
+            }
+        finally:
+            await delete_endpoint(client, admin, endpoint)
 
 
 async def test_progress_percentage_follows_each_lesson(stack: Stack) -> None:
@@ -453,7 +480,47 @@ async def test_bad_input_gets_the_envelope_with_the_right_code(stack: Stack) -> 
         bad_token = await client.get(
             "/api/v1/courses", headers={"Authorization": "Bearer not-a-token"}
         )
-        assert bad_token.status_code == 401
+        assert_envelope(bad_token, 401, "INVALID_TOKEN")
+        for field in ("title", "slug", "description", "category", "level", "status"):
+            nulled = await client.patch(
+                f"/api/v1/courses/{course['id']}", json={field: None}, headers=headers
+            )
+            details = assert_envelope(nulled, 400, "VALIDATION_ERROR")["error"]["details"]
+            assert details["field"] == field
+        lesson = await add_lesson(client, teacher, course["id"], "Kept")
+        for field in ("title", "content", "position"):
+            nulled = await client.patch(
+                f"/api/v1/courses/{course['id']}/lessons/{lesson['id']}",
+                json={field: None},
+                headers=headers,
+            )
+            details = assert_envelope(nulled, 400, "VALIDATION_ERROR")["error"]["details"]
+            assert details["field"] == field
+        unchanged = await client.get(f"/api/v1/courses/{course['id']}", headers=headers)
+        assert unchanged.json()["title"] == course["title"]
+        assert unchanged.json()["level"] == course["level"]
+        timed = await client.patch(
+            f"/api/v1/courses/{course['id']}", json={"duration_weeks": 4}, headers=headers
+        )
+        assert timed.json()["duration_weeks"] == 4
+        cleared = await client.patch(
+            f"/api/v1/courses/{course['id']}", json={"duration_weeks": None}, headers=headers
+        )
+        assert cleared.status_code == 200, cleared.text
+        assert cleared.json()["duration_weeks"] is None
+        no_title = await client.put(
+            f"/api/v1/courses/{course['id']}", json={"level": "beginner"}, headers=headers
+        )
+        assert assert_envelope(no_title, 400, "VALIDATION_ERROR")["error"]["details"] == {
+            "field": "title",
+            "issue": "Field required",
+        }
+        no_lesson_title = await client.put(
+            f"/api/v1/courses/{course['id']}/lessons/{lesson['id']}",
+            json={"content": "x"},
+            headers=headers,
+        )
+        assert_envelope(no_lesson_title, 400, "VALIDATION_ERROR")
 
 
 async def test_deleting_users_removes_learning_records_and_orphans_courses(stack: Stack) -> None:
@@ -491,3 +558,343 @@ async def test_deleting_users_removes_learning_records_and_orphans_courses(stack
         assert kept.status_code == 200
         assert kept.json()["is_orphaned"] is True
         assert kept.json()["status"] == "published"
+
+
+async def test_another_instructor_cannot_change_a_published_course_but_an_admin_can(
+    stack: Stack,
+) -> None:
+    async with stack.client() as client:
+        owner = await account(client, "instructor")
+        colleague = await account(client, "instructor")
+        course = await published_course(client, owner, unique_word(), lessons=2)
+        path = f"/api/v1/courses/{course['id']}"
+        lessons_before = (await client.get(f"{path}/lessons")).json()["data"]
+        lesson = lessons_before[0]
+        lesson_path = f"{path}/lessons/{lesson['id']}"
+        theirs = bearer(colleague["tokens"])
+
+        attempts = [
+            client.patch(path, json={"title": "Taken over"}, headers=theirs),
+            client.put(path, json={"title": "Taken over", "level": "beginner"}, headers=theirs),
+            client.delete(path, headers=theirs),
+            client.post(f"{path}/publish", headers=theirs),
+            client.post(f"{path}/lessons", json={"title": "Sneaky"}, headers=theirs),
+            client.patch(lesson_path, json={"title": "Sneaky"}, headers=theirs),
+            client.put(lesson_path, json={"title": "Sneaky"}, headers=theirs),
+            client.delete(lesson_path, headers=theirs),
+        ]
+        for attempt in attempts:
+            assert_envelope(await attempt, 403, "PERMISSION_DENIED")
+        unchanged = (await client.get(path)).json()
+        assert (unchanged["title"], unchanged["updated_at"]) == (
+            course["title"],
+            course["updated_at"],
+        )
+        assert (await client.get(f"{path}/lessons")).json()["data"] == lessons_before
+
+        admin = bearer(await admin_tokens(client))
+        renamed = await client.patch(path, json={"title": "Edited by an admin"}, headers=admin)
+        assert renamed.status_code == 200, renamed.text
+        assert renamed.json()["title"] == "Edited by an admin"
+        assert renamed.json()["instructor_id"] == owner["id"]
+        relabelled = await client.patch(lesson_path, json={"title": "Admin's"}, headers=admin)
+        assert relabelled.status_code == 200, relabelled.text
+        added = await client.post(f"{path}/lessons", json={"title": "Extra"}, headers=admin)
+        assert added.status_code == 201, added.text
+        student = await account(client)
+        assert (await enroll(client, student, course["id"])).status_code == 201
+        assert (await client.delete(path, headers=admin)).status_code == 204
+        assert_envelope(await client.get(path, headers=admin), 404, "RESOURCE_NOT_FOUND")
+        left = await client.get("/api/v1/enrollments", headers=bearer(student["tokens"]))
+        assert left.json()["data"] == []
+
+
+async def test_an_instructor_demoted_to_student_can_no_longer_change_their_courses(
+    stack: Stack,
+) -> None:
+    async with stack.client() as client:
+        admin = await admin_tokens(client)
+        teacher_account, teacher_tokens = await signed_up(client, "instructor")
+        teacher = teacher_account | {"tokens": teacher_tokens}
+        course = await published_course(client, teacher, unique_word(), lessons=1)
+        draft = await create_course(client, teacher, title=f"Draft {unique_word()}")
+        demoted = await client.patch(
+            f"/api/v1/users/{teacher['id']}", json={"role": "student"}, headers=bearer(admin)
+        )
+        assert demoted.status_code == 200, demoted.text
+
+        async def student_token() -> dict[str, Any] | None:
+            """A login that carries the new role (auth learns it from `user.updated`) and
+            is accepted (tokens issued before the change may be denied)."""
+            tokens = await login(client, teacher["email"])
+            claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+            if claims["roles"] != ["student"]:
+                return None
+            usable = await client.get("/api/v1/enrollments", headers=bearer(tokens))
+            return tokens if usable.status_code == 200 else None
+
+        as_student = bearer(await eventually(student_token))
+        path = f"/api/v1/courses/{course['id']}"
+        edit = await client.patch(path, json={"title": "Still mine?"}, headers=as_student)
+        assert_envelope(edit, 403, "PERMISSION_DENIED")
+        lesson = await client.post(f"{path}/lessons", json={"title": "More"}, headers=as_student)
+        assert_envelope(lesson, 403, "PERMISSION_DENIED")
+        assert_envelope(await client.delete(path, headers=as_student), 403, "PERMISSION_DENIED")
+        hidden_draft = await client.patch(
+            f"/api/v1/courses/{draft['id']}", json={"title": "Mine"}, headers=as_student
+        )
+        assert_envelope(hidden_draft, 404, "RESOURCE_NOT_FOUND")
+        assert (await client.get(path)).json()["title"] == course["title"]
+
+
+async def test_an_admin_reassigns_an_orphaned_course(stack: Stack) -> None:
+    word = unique_word()
+    async with stack.client() as client:
+        admin = bearer(await admin_tokens(client))
+        gone_account, gone_tokens = await signed_up(client, "instructor")
+        gone = gone_account | {"tokens": gone_tokens}
+        successor = await account(client, "instructor")
+        course = await published_course(client, gone, word, lessons=1)
+        path = f"/api/v1/courses/{course['id']}"
+        deleted = await client.delete(f"/api/v1/users/{gone['id']}", headers=admin)
+        assert deleted.status_code == 204, deleted.text
+
+        async def orphaned() -> bool:
+            return bool((await client.get(path)).json()["is_orphaned"])
+
+        await eventually(orphaned)
+
+        own = await create_course(client, successor, title=f"Own {word}")
+        for target in (path, f"/api/v1/courses/{own['id']}"):
+            claim = await client.patch(
+                target, json={"instructor_id": successor["id"]}, headers=bearer(successor["tokens"])
+            )
+            assert_envelope(claim, 403, "PERMISSION_DENIED")
+        nulled = await client.patch(path, json={"instructor_id": None}, headers=admin)
+        assert_envelope(nulled, 400, "VALIDATION_ERROR")
+
+        reassigned = await client.patch(
+            path, json={"instructor_id": successor["id"]}, headers=admin
+        )
+        assert reassigned.status_code == 200, reassigned.text
+        assert reassigned.json()["instructor_id"] == successor["id"]
+        assert reassigned.json()["is_orphaned"] is False
+        still_orphaned = await client.get(
+            "/api/v1/courses", params={"search": word, "orphaned": "true"}, headers=admin
+        )
+        assert still_orphaned.json()["data"] == []
+        taken_over = await client.patch(
+            path, json={"title": "Under new management"}, headers=bearer(successor["tokens"])
+        )
+        assert taken_over.status_code == 200, taken_over.text
+        listed = await client.get("/api/v1/courses", params={"instructor_id": successor["id"]})
+        assert {c["id"] for c in listed.json()["data"]} == {course["id"]}
+
+
+async def test_completion_follows_lessons_added_and_deleted_after_enrolling(
+    stack: Stack,
+) -> None:
+    async with stack.client() as client:
+        teacher = await account(client, "instructor")
+        finisher = await account(client)
+        straggler = await account(client)
+        course = await published_course(client, teacher, unique_word(), lessons=2)
+        path = f"/api/v1/courses/{course['id']}"
+        headers = bearer(teacher["tokens"])
+        for student in (finisher, straggler):
+            assert (await enroll(client, student, course["id"])).status_code == 201
+        done = await complete_every_lesson(client, finisher, course["id"])
+        first_completion = done["completed_at"]
+        assert first_completion is not None
+
+        # A new lesson is open for everybody: the finished enrollment is open again.
+        third = await add_lesson(client, teacher, course["id"], "Lesson 3")
+        reopened = await progress_of(client, finisher, course["id"])
+        assert (reopened["total_lessons"], reopened["completed_lessons"]) == (3, 2)
+        assert reopened["completion_percentage"] == 66.7
+        assert reopened["completed_at"] is None
+        again = await complete_every_lesson(client, finisher, course["id"])
+        assert again["completion_percentage"] == 100
+        assert again["completed_at"] is not None
+        assert again["completed_at"] > first_completion
+
+        # Deleting the last lesson the straggler has open completes their enrollment.
+        lessons = (await progress_of(client, straggler, course["id"]))["lessons"]
+        for lesson in lessons[:2]:
+            closed = await client.put(
+                f"/api/v1/progress/{lesson['id']}",
+                json={"status": "completed"},
+                headers=bearer(straggler["tokens"]),
+            )
+            assert closed.status_code == 200, closed.text
+        assert (await progress_of(client, straggler, course["id"]))["completed_at"] is None
+        removed = await client.delete(f"{path}/lessons/{third['id']}", headers=headers)
+        assert removed.status_code == 204, removed.text
+        completed = await progress_of(client, straggler, course["id"])
+        assert (completed["total_lessons"], completed["completion_percentage"]) == (2, 100)
+        assert completed["completed_at"] is not None
+        # ... and leaves a completed one as it was.
+        assert (await progress_of(client, finisher, course["id"]))["completed_at"] == again[
+            "completed_at"
+        ]
+
+        # A published course keeps at least one lesson.
+        remaining = (await client.get(f"{path}/lessons")).json()["data"]
+        first = await client.delete(f"{path}/lessons/{remaining[0]['id']}", headers=headers)
+        assert first.status_code == 204, first.text
+        last = await client.delete(f"{path}/lessons/{remaining[1]['id']}", headers=headers)
+        body = assert_envelope(last, 409, "CONFLICT")
+        assert "at least one lesson" in body["error"]["message"]
+        assert (await client.get(f"{path}/lessons")).json()["pagination"]["total"] == 1
+        archived = await client.patch(path, json={"status": "archived"}, headers=headers)
+        assert archived.status_code == 200, archived.text
+        emptied = await client.delete(f"{path}/lessons/{remaining[1]['id']}", headers=headers)
+        assert emptied.status_code == 204, emptied.text
+        empty = await progress_of(client, straggler, course["id"])
+        assert (empty["total_lessons"], empty["completion_percentage"]) == (0, 0)
+
+
+async def test_put_replaces_a_course_or_a_lesson_as_a_whole(stack: Stack) -> None:
+    async with stack.client() as client:
+        teacher = await account(client, "instructor")
+        headers = bearer(teacher["tokens"])
+        course = await create_course(
+            client,
+            teacher,
+            title=f"Replace me {unique_word()}",
+            description="Old description",
+            category="data",
+            duration_weeks=3,
+        )
+        path = f"/api/v1/courses/{course['id']}"
+        replaced = await client.put(
+            path, json={"title": "Replaced", "level": "advanced"}, headers=headers
+        )
+        assert replaced.status_code == 200, replaced.text
+        body = replaced.json()
+        assert (body["title"], body["level"]) == ("Replaced", "advanced")
+        assert (body["description"], body["category"], body["duration_weeks"]) == (
+            "",
+            "general",
+            None,
+        )
+        assert (body["slug"], body["status"]) == (course["slug"], "draft")
+        unknown = await client.put(
+            path, json={"title": "X", "level": "beginner", "id": course["id"]}, headers=headers
+        )
+        assert_envelope(unknown, 400, "VALIDATION_ERROR")
+
+        first = await add_lesson(client, teacher, course["id"], "First", duration_minutes=10)
+        second = await add_lesson(client, teacher, course["id"], "Second")
+        lesson_path = f"{path}/lessons/{first['id']}"
+        kept_in_place = await client.put(lesson_path, json={"title": "Only"}, headers=headers)
+        assert kept_in_place.status_code == 200, kept_in_place.text
+        lesson = kept_in_place.json()
+        assert (lesson["title"], lesson["content"], lesson["duration_minutes"]) == (
+            "Only",
+            "",
+            None,
+        )
+        assert lesson["position"] == 1
+        moved = await client.put(
+            lesson_path, json={"title": "Last", "position": 2}, headers=headers
+        )
+        assert moved.json()["position"] == 2
+        listing = (await client.get(f"{path}/lessons", headers=headers)).json()["data"]
+        assert [each["id"] for each in listing] == [second["id"], first["id"]]
+
+        published = await client.put(
+            path,
+            json={"title": "Replaced", "level": "advanced", "status": "published"},
+            headers=headers,
+        )
+        assert published.status_code == 200, published.text
+        assert published.json()["published_at"] is not None
+        renamed = await client.put(
+            path, json={"title": "Again", "level": "beginner"}, headers=headers
+        )
+        assert renamed.json()["status"] == "published"
+
+
+async def test_lessons_added_and_moved_at_once_keep_distinct_positions(stack: Stack) -> None:
+    async with stack.client() as client:
+        teacher = await account(client, "instructor")
+        headers = bearer(teacher["tokens"])
+        course = await create_course(client, teacher, title=f"Busy {unique_word()}")
+        path = f"/api/v1/courses/{course['id']}/lessons"
+        created = await asyncio.gather(
+            *(client.post(path, json={"title": f"L{n}"}, headers=headers) for n in range(8))
+        )
+        assert [response.status_code for response in created] == [201] * 8
+        ids = [response.json()["id"] for response in created]
+        moves = await asyncio.gather(
+            *(
+                client.patch(f"{path}/{lesson_id}", json={"position": 1}, headers=headers)
+                for lesson_id in ids[4:]
+            ),
+            *(
+                client.post(path, json={"title": f"Front {n}", "position": 1}, headers=headers)
+                for n in range(4)
+            ),
+        )
+        assert sorted(response.status_code for response in moves) == [200] * 4 + [201] * 4
+        listing = (await client.get(path, headers=headers, params={"per_page": 100})).json()
+        assert [lesson["position"] for lesson in listing["data"]] == list(range(1, 13))
+
+
+async def test_catalogue_filters_by_category_pages_by_page_size_and_hides_draft_lessons(
+    stack: Stack,
+) -> None:
+    word = unique_word()
+    async with stack.client() as client:
+        teacher = await account(client, "instructor")
+        student = await account(client)
+        for n in range(3):
+            await create_course(client, teacher, title=f"Data {n} {word}", category=f"data-{word}")
+        await create_course(client, teacher, title=f"Art {word}", category=f"arts-{word}")
+        mine = {"search": word, "status": "draft", "sort": "title", "order": "asc"}
+        data = await client.get(
+            "/api/v1/courses",
+            params=mine | {"category": f"data-{word}"},
+            headers=bearer(teacher["tokens"]),
+        )
+        assert [c["title"] for c in data.json()["data"]] == [f"Data {n} {word}" for n in range(3)]
+        arts = await client.get(
+            "/api/v1/courses",
+            params=mine | {"category": f"arts-{word}"},
+            headers=bearer(teacher["tokens"]),
+        )
+        assert [c["title"] for c in arts.json()["data"]] == [f"Art {word}"]
+
+        second_page = await client.get(
+            "/api/v1/courses",
+            params=mine | {"page_size": 3, "page": 2},
+            headers=bearer(teacher["tokens"]),
+        )
+        assert second_page.status_code == 200, second_page.text
+        assert second_page.json()["pagination"] == {
+            "page": 2,
+            "per_page": 3,
+            "total": 4,
+            "pages": 2,
+        }
+        assert [c["title"] for c in second_page.json()["data"]] == [f"Data 2 {word}"]
+        first_page = await client.get(
+            "/api/v1/courses", params=mine | {"page_size": 3}, headers=bearer(teacher["tokens"])
+        )
+        assert len(first_page.json()["data"]) == 3
+
+        draft = await create_course(client, teacher, title=f"Draft {word}")
+        lesson = await add_lesson(client, teacher, draft["id"], "Secret")
+        for headers in (bearer(student["tokens"]), {}):
+            for hidden in (
+                f"/api/v1/courses/{draft['id']}/lessons",
+                f"/api/v1/courses/{draft['id']}/lessons/{lesson['id']}",
+            ):
+                assert_envelope(
+                    await client.get(hidden, headers=headers), 404, "RESOURCE_NOT_FOUND"
+                )
+        own = await client.get(
+            f"/api/v1/courses/{draft['id']}/lessons", headers=bearer(teacher["tokens"])
+        )
+        assert [each["id"] for each in own.json()["data"]] == [lesson["id"]]

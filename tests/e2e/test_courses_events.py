@@ -16,6 +16,7 @@ from tests.e2e.test_courses import (
     account,
     complete_every_lesson,
     enroll,
+    progress_of,
     published_course,
     unique_word,
 )
@@ -129,3 +130,47 @@ async def test_updates_and_deletes_are_announced(
         assert_matches_schema(event)
     assert events[2]["data"]["changed"] == ["level"]
     assert events[2]["data"]["level"] == "advanced"
+
+
+async def test_lessons_deleted_or_added_after_enrolling_announce_each_completion_once(
+    full_stack: Stack, amqp_channel: AbstractChannel
+) -> None:
+    queue = await course_events_queue(amqp_channel, full_stack)
+    async with full_stack.client() as client:
+        teacher = await account(client, "instructor")
+        student = await account(client)
+        course = await published_course(client, teacher, unique_word(), lessons=2)
+        path = f"/api/v1/courses/{course['id']}"
+        headers = bearer(teacher["tokens"])
+        assert (await enroll(client, student, course["id"])).status_code == 201
+        first, second = (await progress_of(client, student, course["id"]))["lessons"]
+        closed = await client.put(
+            f"/api/v1/progress/{first['id']}",
+            json={"status": "completed"},
+            headers=bearer(student["tokens"]),
+        )
+        assert closed.status_code == 200, closed.text
+        # The student's only open lesson goes: the course is complete.
+        removed = await client.delete(f"{path}/lessons/{second['lesson_id']}", headers=headers)
+        assert removed.status_code == 204, removed.text
+        # A new lesson opens it again; closing that one completes it anew.
+        added = await client.post(f"{path}/lessons", json={"title": "Encore"}, headers=headers)
+        assert added.status_code == 201, added.text
+        await complete_every_lesson(client, student, course["id"])
+        last = await client.patch(path, json={"level": "advanced"}, headers=headers)
+        assert last.status_code == 200, last.text
+
+    events = await events_about(queue, course["id"], "course.updated")
+    assert [event["type"] for event in events] == [
+        "course.created",
+        "course.published",
+        "enrollment.created",
+        "lesson.completed",
+        "course.completed",
+        "lesson.completed",
+        "course.completed",
+        "course.updated",
+    ]
+    for event in events:
+        assert_matches_schema(event)
+    assert events[6]["data"] == events[4]["data"]

@@ -1,5 +1,6 @@
 """The courses service's own logic on a real SQLite database built by its migration: who sees
-which course, how search treats its input, completion, and `user.deleted`."""
+and who may change which course, how search treats its input, completion, lesson positions,
+and `user.deleted`."""
 
 import asyncio
 import uuid
@@ -7,11 +8,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, select
+from alembic import command
+from pydantic import ValidationError
+from sqlalchemy import inspect, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import State
 
-from services.courses.catalogue import CatalogueFilters, catalogue_query
+from services.courses.catalogue import CatalogueFilters, catalogue_query, may_edit
 from services.courses.events import handlers
 from services.courses.models import (
     Course,
@@ -21,13 +25,21 @@ from services.courses.models import (
     OutboxEvent,
     ProcessedEvent,
 )
-from services.courses.progress import add_progress_rows, completion_percentage, set_status
-from services.courses.routes import slugify
+from services.courses.progress import (
+    add_progress_rows,
+    completion_percentage,
+    lock_enrollments,
+    recompute_completion,
+    set_status,
+)
+from services.courses.routes.courses import slugify
+from services.courses.routes.lessons import move_lesson, shift_positions
+from services.courses.schemas import CoursePatch, CourseUpdate, LessonPatch
 from shared.db import Database, new_id
 from shared.errors import ValidationFailed
 from shared.events.cloudevents import CloudEvent
 from shared.events.consumer import EventConsumer
-from shared.migrations import upgrade_to_head
+from shared.migrations import alembic_config, upgrade_to_head
 from shared.pagination import PageParams, paginate
 from shared.security import Identity
 
@@ -219,3 +231,207 @@ async def test_user_deleted_removes_learning_and_orphans_taught_courses_once(
         assert kept.is_orphaned
         updates = (await session.scalars(select(OutboxEvent.type))).all()
     assert updates == ["course.updated"]
+
+
+def test_only_admins_and_the_courses_current_instructor_may_edit_it() -> None:
+    taught = course("Taught")
+    assert may_edit(identity("instructor", user_id=INSTRUCTOR), taught)
+    assert may_edit(identity("admin"), taught)
+    assert not may_edit(identity("instructor"), taught)
+    assert not may_edit(identity("student", user_id=INSTRUCTOR), taught)
+
+
+def test_patch_may_leave_fields_out_but_not_null_them_and_put_wants_them_all() -> None:
+    assert CoursePatch.model_validate({"duration_weeks": None}).duration_weeks is None
+    assert LessonPatch.model_validate({"duration_minutes": None}).duration_minutes is None
+    for field in ("title", "slug", "description", "category", "level", "status"):
+        with pytest.raises(ValidationError, match=field):
+            CoursePatch.model_validate({field: None})
+    for field in ("title", "content", "position"):
+        with pytest.raises(ValidationError, match=field):
+            LessonPatch.model_validate({field: None})
+    replacement = CourseUpdate.model_validate({"title": "T", "level": "beginner"})
+    assert replacement.model_dump() == {
+        "title": "T",
+        "slug": None,
+        "description": "",
+        "category": "general",
+        "level": "beginner",
+        "duration_weeks": None,
+        "status": None,
+        "instructor_id": None,
+    }
+    with pytest.raises(ValidationError, match="title"):
+        CourseUpdate.model_validate({"level": "beginner"})
+
+
+async def enrolled_course(
+    session: AsyncSession, students: list[uuid.UUID], lessons: int
+) -> tuple[Course, list[Lesson]]:
+    taught = course("Enrolled")
+    session.add(taught)
+    rows = [
+        Lesson(id=new_id(), course_id=taught.id, title=f"L{n}", position=n)
+        for n in range(1, lessons + 1)
+    ]
+    session.add_all(rows)
+    session.add_all(Enrollment(id=new_id(), user_id=s, course_id=taught.id) for s in students)
+    add_progress_rows(session, taught.id, students, [lesson.id for lesson in rows])
+    await session.commit()
+    return taught, rows
+
+
+async def complete(session: AsyncSession, user_id: uuid.UUID, lesson: Lesson) -> None:
+    [enrollment] = await lock_enrollments(session, lesson.course_id, user_id)
+    progress = await session.scalar(
+        select(LessonProgress).where(
+            LessonProgress.user_id == user_id, LessonProgress.lesson_id == lesson.id
+        )
+    )
+    assert progress is not None
+    await set_status(session, progress, enrollment, "completed")
+
+
+async def outbox_types(session: AsyncSession) -> Counter[str]:
+    return Counter(await session.scalars(select(OutboxEvent.type)))
+
+
+async def test_a_lesson_added_reopens_completed_enrollments_until_it_is_closed(
+    database: Database,
+) -> None:
+    done, halfway = uuid.uuid4(), uuid.uuid4()
+    async with database.sessions() as session:
+        taught, (first,) = await enrolled_course(session, [done, halfway], lessons=1)
+        await complete(session, done, first)
+        await session.commit()
+        second = Lesson(id=new_id(), course_id=taught.id, title="L2", position=2)
+        session.add(second)
+        enrollments = await lock_enrollments(session, taught.id)
+        add_progress_rows(session, taught.id, [done, halfway], [second.id])
+        await recompute_completion(session, enrollments, lesson_added=True)
+        await session.commit()
+        assert [e.completed_at for e in enrollments] == [None, None]
+
+        await complete(session, done, second)
+        await session.commit()
+        by_user = {e.user_id: e for e in await lock_enrollments(session, taught.id)}
+        assert by_user[done].completed_at is not None
+        assert by_user[halfway].completed_at is None
+        assert (await outbox_types(session))["course.completed"] == 2
+
+
+async def test_deleting_the_last_open_lesson_completes_once_and_no_lessons_is_no_completion(
+    database: Database,
+) -> None:
+    student = uuid.uuid4()
+    async with database.sessions() as session:
+        taught, (first, second) = await enrolled_course(session, [student], lessons=2)
+        await complete(session, student, first)
+        await session.commit()
+
+        enrollments = await lock_enrollments(session, taught.id)
+        await session.delete(second)
+        await recompute_completion(session, enrollments)
+        await recompute_completion(session, enrollments)
+        await session.commit()
+        [enrollment] = enrollments
+        assert enrollment.completed_at is not None
+        assert (await outbox_types(session))["course.completed"] == 1
+
+        # Nothing but an added lesson reopens: deleting the last one leaves it complete ...
+        await session.delete(first)
+        await recompute_completion(session, enrollments)
+        await session.commit()
+        assert enrollment.completed_at is not None
+        assert (await outbox_types(session))["course.completed"] == 1
+
+    async with database.sessions() as session:
+        # ... and an enrollment of a course without lessons never completes.
+        empty, _ = await enrolled_course(session, [student], lessons=0)
+        enrollments = await lock_enrollments(session, empty.id)
+        await recompute_completion(session, enrollments)
+        assert enrollments[0].completed_at is None
+
+
+async def test_lesson_positions_are_unique_and_shift_without_colliding(
+    database: Database,
+) -> None:
+    async with database.sessions() as session:
+        taught, lessons = await enrolled_course(session, [], lessons=4)
+        await shift_positions(session, taught.id, 2, None, +1)
+        session.add(Lesson(id=new_id(), course_id=taught.id, title="New", position=2))
+        await session.commit()
+
+        async def order() -> list[tuple[str, int]]:
+            rows = await session.execute(
+                select(Lesson.title, Lesson.position)
+                .where(Lesson.course_id == taught.id)
+                .order_by(Lesson.position)
+            )
+            return [(title, position) for title, position in rows]
+
+        assert await order() == [("L1", 1), ("New", 2), ("L2", 3), ("L3", 4), ("L4", 5)]
+        last = lessons[3]
+        await move_lesson(session, last, 1)
+        await session.commit()
+        assert [title for title, _ in await order()] == ["L4", "L1", "New", "L2", "L3"]
+        await move_lesson(session, last, 99)
+        await session.commit()
+        assert await order() == [("L1", 1), ("New", 2), ("L2", 3), ("L3", 4), ("L4", 5)]
+
+        session.add(Lesson(id=new_id(), course_id=taught.id, title="Twin", position=3))
+        with pytest.raises(IntegrityError):
+            await session.commit()
+
+
+async def test_the_positions_migration_renumbers_lessons_that_collided(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/old.db"
+    await asyncio.to_thread(command.upgrade, alembic_config(MIGRATIONS, url), "0001")
+    database = Database(url)
+    course_id, other_id = uuid.uuid4().hex, uuid.uuid4().hex
+    async with database.engine.begin() as connection:
+        for cid in (course_id, other_id):
+            await connection.execute(
+                text(
+                    "INSERT INTO courses (id, slug, title, description, category, level, status,"
+                    " instructor_id, is_orphaned, created_at, updated_at) VALUES (:id, :id,"
+                    " 'C', '', 'c', 'beginner', 'draft', :id, 0, '2026-01-01', '2026-01-01')"
+                ),
+                {"id": cid},
+            )
+        for title, cid, position, created in (
+            ("a", course_id, 1, "2026-01-01 00:00:01"),
+            ("b", course_id, 2, "2026-01-01 00:00:02"),
+            ("c", course_id, 2, "2026-01-01 00:00:03"),
+            ("d", course_id, 5, "2026-01-01 00:00:04"),
+            ("x", other_id, 3, "2026-01-01 00:00:05"),
+        ):
+            await connection.execute(
+                text(
+                    "INSERT INTO lessons (id, course_id, title, content, position, created_at,"
+                    " updated_at) VALUES (:id, :cid, :title, '', :position, :created, :created)"
+                ),
+                {
+                    "id": uuid.uuid4().hex,
+                    "cid": cid,
+                    "title": title,
+                    "position": position,
+                    "created": created,
+                },
+            )
+    await database.dispose()
+    await asyncio.to_thread(upgrade_to_head, MIGRATIONS, url)
+    database = Database(url)
+    async with database.engine.connect() as connection:
+        rows = await connection.execute(
+            text("SELECT title, position FROM lessons ORDER BY course_id = :c DESC, position"),
+            {"c": course_id},
+        )
+        assert [tuple(row) for row in rows] == [("a", 1), ("b", 2), ("c", 3), ("d", 4), ("x", 1)]
+        constraints = await connection.run_sync(
+            lambda sync: inspect(sync).get_unique_constraints("lessons")
+        )
+    await database.dispose()
+    assert {"name": "uq_lessons_course_id_position", "column_names": ["course_id", "position"]} in [
+        {"name": c["name"], "column_names": c["column_names"]} for c in constraints
+    ]
