@@ -19,6 +19,17 @@ from shared.telemetry import configure_tracing
 
 log = get_logger(__name__)
 
+# What a browser's script may read from a cross-origin answer.
+EXPOSED_HEADERS = [
+    "X-Request-ID",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+    "RateLimit",
+    "RateLimit-Policy",
+    "Retry-After",
+]
+
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
@@ -53,7 +64,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["X-Request-ID", "X-RateLimit-Remaining", "Retry-After"],
+            expose_headers=EXPOSED_HEADERS,
             allow_credentials=True,
         )
     app.add_middleware(SecurityHeadersMiddleware, settings=settings)

@@ -6,6 +6,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import httpx
 
+from gateway.metrics import REVOCATION_STORE_ERRORS
 from gateway.openapi import MergedOpenApi
 from gateway.proxy import HttpProxy
 from gateway.ratelimit import RateLimits, make_storage
@@ -47,11 +48,13 @@ class Edge:
             settings.redis_url,
             f"{settings.queue_prefix}:revoked",
             fail_open=settings.revocation_fail_open,
+            on_error=REVOCATION_STORE_ERRORS.inc,
         )
         verifier = TokenVerifier(
             JwksKeySource(
                 settings.jwks_url,
                 min_refresh_seconds=settings.jwks_min_refresh_seconds,
+                max_age_seconds=settings.jwks_cache_seconds,
                 client=self._client,
             ),
             self._revocations,
@@ -67,9 +70,18 @@ class Edge:
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+        # One retry policy, the proxy's (UPSTREAM_RETRIES, idempotent methods, body not yet
+        # sent, counted in gateway_upstream_retries_total): aiohttp's own silent retry of
+        # idempotent requests on a reset connection is turned off, as its test client does.
+        self._session._retry_connection = False
         self._http = HttpProxy(settings, self.routes, verifier, self._rate_limits, self._session)
-        self._websockets = WebSocketProxy(verifier, settings.upstream_connect_timeout_seconds)
-        self._openapi = MergedOpenApi(self.routes, self._client, settings.openapi_cache_seconds)
+        self._websockets = WebSocketProxy(settings, verifier, self._rate_limits)
+        self._openapi = MergedOpenApi(
+            self.routes,
+            self._client,
+            settings.openapi_cache_seconds,
+            retry_seconds=settings.openapi_retry_seconds,
+        )
 
     async def close(self) -> None:
         if self._session is not None:

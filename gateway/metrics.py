@@ -31,10 +31,19 @@ RATE_LIMIT_STORAGE_ERRORS = Counter(
     "gateway_rate_limit_storage_errors_total",
     "Rate-limit checks that could not reach their storage (answered per RATE_LIMIT_FAIL_OPEN)",
 )
+REVOCATION_STORE_ERRORS = Counter(
+    "gateway_revocation_store_errors_total",
+    "Token revocation lookups that could not reach their store (answered per REVOCATION_FAIL_OPEN)",
+)
 UPSTREAM_FAILURES = Counter(
     "gateway_upstream_failures_total",
     "Upstream connection failures, timeouts and 5xx answers",
     ["upstream", "kind"],
+)
+UPSTREAM_RETRIES = Counter(
+    "gateway_upstream_retries_total",
+    "Idempotent requests sent again after their connection failed before any answer",
+    ["upstream"],
 )
 BREAKER_OPEN = Gauge(
     "gateway_circuit_breaker_open",
@@ -48,6 +57,19 @@ WEBSOCKETS = Gauge(
     ["upstream"],
     multiprocess_mode="livesum",
 )
+
+
+# Label values for methods: anything else a client makes up counts as OTHER, so that made-up
+# methods cannot grow the number of series without bound.
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+# The route label of requests that match no route (the gateway's own 404 and 405).
+UNMATCHED = "unmatched"
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "OTHER"
 
 
 def render() -> tuple[bytes, str]:

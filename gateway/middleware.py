@@ -4,6 +4,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.edge import Edge
+from gateway.metrics import REQUESTS, UNMATCHED, method_label
 from gateway.ratelimit import ClientAddress
 from gateway.settings import GatewaySettings
 
@@ -21,12 +22,28 @@ class ProxyMiddleware:
             if matched is not None:
                 await self.edge.http(scope, receive, send, *matched)
                 return
+            await self.app(scope, receive, _counting_unmatched(scope, send))
+            return
         elif scope["type"] == "websocket":
             target = self.edge.routes.resolve_websocket(scope["path"])
             if target is not None:
                 await self.edge.websockets(scope, receive, send, *target)
                 return
         await self.app(scope, receive, send)
+
+
+def _counting_unmatched(scope: Scope, send: Send) -> Send:
+    """The gateway's own 404 and 405 answers count in gateway_requests_total, with the route
+    label "unmatched" (the path itself would let clients grow the series without bound)."""
+
+    async def counting_send(message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] in (404, 405):
+            REQUESTS.labels(
+                UNMATCHED, method_label(scope["method"]), str(message["status"]), "gateway"
+            ).inc()
+        await send(message)
+
+    return counting_send
 
 
 class SecurityHeadersMiddleware:
@@ -42,10 +59,10 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
         peer = scope["client"][0] if scope.get("client") else ""
-        behind_tls = scope.get("scheme") == "https" or (
-            self.proxies.is_trusted(peer)
-            and dict(scope["headers"]).get(b"x-forwarded-proto") == b"https"
+        scheme = self.proxies.scheme(
+            peer, scope.get("scheme", "http"), dict(scope["headers"]).get(b"x-forwarded-proto")
         )
+        behind_tls = scheme == "https"
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

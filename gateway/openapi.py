@@ -33,25 +33,46 @@ SECURITY_SCHEMES = {
 
 
 class MergedOpenApi:
-    def __init__(self, routes: RouteTable, client: httpx.AsyncClient, cache_seconds: float) -> None:
+    """Built on demand and kept for `cache_seconds`. A service whose document cannot be
+    fetched is logged; its last good document (if any) stands in, and the merged document is
+    rebuilt after `retry_seconds` instead, so that a service that was restarting shows up as
+    soon as it is back."""
+
+    def __init__(
+        self,
+        routes: RouteTable,
+        client: httpx.AsyncClient,
+        cache_seconds: float,
+        *,
+        retry_seconds: float = 2.0,
+    ) -> None:
         self._routes = routes
         self._client = client
         self._cache_seconds = cache_seconds
+        self._retry_seconds = min(retry_seconds, cache_seconds)
         self._document: dict[str, Any] | None = None
-        self._built_at = float("-inf")
+        self._expires_at = float("-inf")
+        self._last_good: dict[str, dict[str, Any]] = {}
         self._lock = asyncio.Lock()
 
     async def document(self) -> dict[str, Any]:
         async with self._lock:
-            if self._document is None or time.monotonic() - self._built_at > self._cache_seconds:
-                self._document = await self._build()
-                self._built_at = time.monotonic()
+            if self._document is None or time.monotonic() >= self._expires_at:
+                self._document, complete = await self._build()
+                ttl = self._cache_seconds if complete else self._retry_seconds
+                self._expires_at = time.monotonic() + ttl
             return self._document
 
-    async def _build(self) -> dict[str, Any]:
+    async def _build(self) -> tuple[dict[str, Any], bool]:
+        """The merged document, and whether every service's own document was fetched."""
+        names = list(self._routes.upstreams)
         fetched = await asyncio.gather(
-            *(self._fetch(upstream.url) for upstream in self._routes.upstreams.values())
+            *(self._fetch(name, upstream.url) for name, upstream in self._routes.upstreams.items())
         )
+        complete = all(spec is not None for spec in fetched)
+        for name, spec in zip(names, fetched, strict=True):
+            if spec is not None:
+                self._last_good[name] = spec
         merged: dict[str, Any] = {
             "openapi": "3.1.0",
             "info": {
@@ -63,7 +84,8 @@ class MergedOpenApi:
             "components": {"schemas": {}, "securitySchemes": SECURITY_SCHEMES},
         }
         schemas: dict[str, Any] = merged["components"]["schemas"]
-        for name, spec in zip(self._routes.upstreams, fetched, strict=True):
+        for name in names:
+            spec = self._last_good.get(name)
             if spec is None:
                 continue
             spec = _rename_conflicting_schemas(name, spec, schemas)
@@ -72,16 +94,25 @@ class MergedOpenApi:
                 if self._routes.resolve(path) is None or path in ("/health", "/ready"):
                     continue
                 merged["paths"][path] = self._secure(path, operations)
-        return merged
+        return merged, complete
 
-    async def _fetch(self, url: str) -> dict[str, Any] | None:
+    async def _fetch(self, name: str, url: str) -> dict[str, Any] | None:
         try:
             response = await self._client.get(f"{url}/openapi.json", timeout=5.0)
             response.raise_for_status()
-            spec: dict[str, Any] = response.json()
+            spec = response.json()
+            if not isinstance(spec, dict):
+                raise ValueError("not a JSON object")
             return spec
         except (httpx.HTTPError, ValueError) as exc:
-            log.warning("openapi_fetch_failed", url=url, error=repr(exc))
+            log.warning(
+                "openapi_fetch_failed",
+                service=name,
+                url=url,
+                error=repr(exc),
+                using_last_good=name in self._last_good,
+                retry_in_seconds=self._retry_seconds,
+            )
             return None
 
     def _secure(self, path: str, operations: dict[str, Any]) -> dict[str, Any]:

@@ -15,15 +15,20 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway.breaker import CircuitBreaker
-from gateway.metrics import LATENCY, REQUESTS, UPSTREAM_FAILURES
-from gateway.ratelimit import ClientAddress, Decision, RateLimits, StorageUnavailable
+from gateway.metrics import (
+    LATENCY,
+    REQUESTS,
+    UPSTREAM_FAILURES,
+    UPSTREAM_RETRIES,
+    method_label,
+)
+from gateway.ratelimit import ClientAddress, RateLimits
 from gateway.routing import RouteTable, Upstream
 from gateway.settings import GatewaySettings
 from shared.errors import (
     ApiError,
     AuthenticationRequired,
     PayloadTooLarge,
-    RateLimitExceeded,
     ServiceUnavailable,
     UpstreamTimeout,
     ValidationFailed,
@@ -57,6 +62,14 @@ GATEWAY_OWNED = {
 }
 RESPONSE_DROPPED = HOP_BY_HOP | {b"x-request-id", b"server", b"date"}
 IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
+# No answer came and the request was not processed: refused, reset before an answer, or the
+# connection could not be made in time. Safe to retry for an idempotent method.
+NOT_CONNECTED = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ConnectionTimeoutError,
+    aiohttp.ServerDisconnectedError,
+    aiohttp.ClientOSError,
+)
 
 
 # Streams longer than this (or of unknown length, like SSE) stop when the client leaves.
@@ -123,15 +136,18 @@ class HttpProxy:
             )
             for name in routes.upstreams
         }
-        # Until the response headers; then the body may take as long as it keeps flowing.
+        # No total timeout: sending a big body takes as long as the client takes. aiohttp
+        # starts `sock_read` once the request is sent, so it bounds the wait for the first
+        # byte of the answer; once the headers are in, it becomes the stream's idle limit.
         self._timeouts = {
-            name: settings.upstream_timeouts.get(name, settings.upstream_timeout_seconds)
+            name: aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=settings.upstream_connect_timeout_seconds,
+                sock_read=settings.upstream_timeouts.get(name, settings.upstream_timeout_seconds),
+            )
             for name in routes.upstreams
         }
-        self._stream_timeout = aiohttp.ClientTimeout(
-            sock_connect=settings.upstream_connect_timeout_seconds,
-            sock_read=settings.upstream_stream_idle_seconds,
-        )
+        self._stream_idle = settings.upstream_stream_idle_seconds
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, route: str, upstream: Upstream
@@ -150,7 +166,7 @@ class HttpProxy:
             response.raw_headers.extend(rate_limit)
             await response(scope, receive, send)
         finally:
-            REQUESTS.labels(route, scope["method"], str(status), upstream.name).inc()
+            REQUESTS.labels(route, method_label(scope["method"]), str(status), upstream.name).inc()
             LATENCY.labels(route, upstream.name).observe(time.perf_counter() - started)
 
     async def _forward(
@@ -166,21 +182,27 @@ class HttpProxy:
         path: str = scope["path"]
         if any(segment in (".", "..") for segment in path.split("/")):
             raise ValidationFailed("Path must not contain dot segments")
-        identity = None
-        if not self._routes.is_public(method, path):
-            identity = await self._authenticate(headers)
+        if sum(1 for name, _ in scope["headers"] if name == b"authorization") > 1:
+            # The gateway and the service must never act on two different tokens.
+            raise ValidationFailed(
+                "Only one Authorization header is allowed",
+                details={"field": "Authorization", "issue": "repeated header"},
+            )
         peer = scope["client"][0] if scope.get("client") else ""
         forwarded_for = headers.get(b"x-forwarded-for")
         client_ip = self._addresses.resolve(
             peer, forwarded_for.decode("latin-1") if forwarded_for else None
         )
-        decision = await self._rate_limit(method, path, identity, client_ip)
-        if decision is not None:
-            rate_limit.extend(decision.headers())
-            if not decision.allowed:
-                raise RateLimitExceeded(
-                    details={"policy": decision.policy.name, "retry_after": decision.reset_after}
-                )
+        identity = None
+        if not self._routes.is_public(method, path):
+            try:
+                identity = await self._authenticate(headers)
+            except ApiError as exc:
+                if exc.status_code == 401:
+                    # A missing or bad token costs the client's address its anonymous budget.
+                    await self._rate_limits.enforce(method, path, None, client_ip, rate_limit)
+                raise
+        await self._rate_limits.enforce(method, path, identity, client_ip, rate_limit)
         declared_length = headers.get(b"content-length")
         if declared_length is not None:
             if not declared_length.isdigit():
@@ -188,14 +210,38 @@ class HttpProxy:
             if int(declared_length) > self._settings.max_body_bytes:
                 raise PayloadTooLarge(f"Body exceeds {self._settings.max_body_bytes} bytes")
         breaker = self.breakers[upstream.name]
-        if not breaker.allow():
+        permit = breaker.allow()
+        if permit is None:
             raise ServiceUnavailable(f"The {upstream.name} service is unavailable")
+        try:
+            return await self._exchange(
+                scope, receive, send, upstream, headers, identity, client_ip, breaker, rate_limit
+            )
+        finally:
+            # Whatever happened (413, the client leaving, an error of ours), a half-open
+            # breaker's trial that got no verdict is given back.
+            breaker.release(permit)
 
+    async def _exchange(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        upstream: Upstream,
+        headers: dict[bytes, bytes],
+        identity: Identity | None,
+        client_ip: str,
+        breaker: CircuitBreaker,
+        rate_limit: list[tuple[bytes, bytes]],
+    ) -> int:
+        method: str = scope["method"]
+        declared_length = headers.get(b"content-length")
         has_body = declared_length not in (None, b"0") or b"transfer-encoding" in headers
         body = RequestBody(receive, self._settings.max_body_bytes) if has_body else None
         upstream_headers = self._upstream_headers(scope, headers, identity, client_ip)
         response = await self._send(method, upstream, scope, upstream_headers, body, breaker)
         try:
+            _use_stream_idle_timeout(response, self._stream_idle)
             if body is not None and body.too_large:
                 raise PayloadTooLarge(f"Body exceeds {self._settings.max_body_bytes} bytes")
             if response.status >= 500:
@@ -250,25 +296,25 @@ class HttpProxy:
         url = self._upstream_url(upstream, scope)
         for attempt in range(attempts):
             try:
-                async with asyncio.timeout(self._timeouts[upstream.name]):
-                    response = await self._session.request(
-                        method,
-                        url,
-                        headers=headers,
-                        data=body,
-                        allow_redirects=False,
-                        timeout=self._stream_timeout,
-                    )
-            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
-                if body is not None and body.too_large:
-                    raise PayloadTooLarge(
-                        f"Body exceeds {self._settings.max_body_bytes} bytes"
-                    ) from exc
+                response = await self._session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                    timeout=self._timeouts[upstream.name],
+                )
+            except NOT_CONNECTED as exc:
+                self._raise_if_not_upstreams_fault(body, exc)
                 # Nothing reached the upstream: safe to try again when the method is idempotent.
                 if attempt + 1 < attempts and (body is None or not body.started):
+                    log.info("upstream_retry", upstream=upstream.name, error=repr(exc))
+                    UPSTREAM_RETRIES.labels(upstream.name).inc()
                     continue
                 raise self._unavailable(upstream, breaker, exc) from exc
             except TimeoutError as exc:
+                # aiohttp's SocketTimeoutError: no answer within the upstream's timeout.
+                self._raise_if_not_upstreams_fault(body, exc)
                 breaker.failed()
                 UPSTREAM_FAILURES.labels(upstream.name, "timeout").inc()
                 log.warning("upstream_timeout", upstream=upstream.name, error=repr(exc))
@@ -276,17 +322,18 @@ class HttpProxy:
                     f"The {upstream.name} service did not answer in time"
                 ) from exc
             except (aiohttp.ClientError, BodyTooLarge, ClientGone) as exc:
-                if body is not None and body.too_large:
-                    raise PayloadTooLarge(
-                        f"Body exceeds {self._settings.max_body_bytes} bytes"
-                    ) from exc
-                if body is not None and body.client_gone:
-                    # Not the upstream's fault: the breaker does not count it.
-                    raise ValidationFailed("The request body ended early") from exc
+                self._raise_if_not_upstreams_fault(body, exc)
                 raise self._unavailable(upstream, breaker, exc) from exc
             breaker.succeeded()
             return response
         raise AssertionError("unreachable")
+
+    def _raise_if_not_upstreams_fault(self, body: RequestBody | None, exc: BaseException) -> None:
+        """A body over the limit or a client that left: the breaker gives no verdict."""
+        if body is not None and body.too_large:
+            raise PayloadTooLarge(f"Body exceeds {self._settings.max_body_bytes} bytes") from exc
+        if body is not None and body.client_gone:
+            raise ValidationFailed("The request body ended early") from exc
 
     @staticmethod
     def _unavailable(
@@ -302,15 +349,6 @@ class HttpProxy:
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthenticationRequired()
         return await self._verifier.verify(token.strip())
-
-    async def _rate_limit(
-        self, method: str, path: str, identity: Identity | None, client_ip: str
-    ) -> Decision | None:
-        policy, key = self._rate_limits.policy_for(method, path, identity, client_ip)
-        try:
-            return await self._rate_limits.check(policy, key)
-        except StorageUnavailable as exc:
-            raise ServiceUnavailable("Rate limiting is unavailable") from exc
 
     @staticmethod
     def _upstream_url(upstream: Upstream, scope: Scope) -> str:
@@ -334,7 +372,15 @@ class HttpProxy:
             and not name.startswith(GATEWAY_OWNED_PREFIXES)
         ]
         forwarded.append(("x-forwarded-for", client_ip))
-        forwarded.append(("x-forwarded-proto", scope.get("scheme", "http")))
+        peer = scope["client"][0] if scope.get("client") else ""
+        forwarded.append(
+            (
+                "x-forwarded-proto",
+                self._addresses.scheme(
+                    peer, scope.get("scheme", "http"), headers.get(b"x-forwarded-proto")
+                ),
+            )
+        )
         if b"host" in headers:
             forwarded.append(("x-forwarded-host", headers[b"host"].decode("latin-1")))
         forwarded.append(("x-request-id", current_request_id() or ""))
@@ -358,6 +404,17 @@ class HttpProxy:
         if status == 504:
             return error_response(504, "UPSTREAM_TIMEOUT")
         return error_response(500, "INTERNAL_ERROR")
+
+
+def _use_stream_idle_timeout(response: aiohttp.ClientResponse, idle_seconds: float) -> None:
+    """The headers are in: from now on `sock_read` is the pause allowed between two chunks of
+    the body, no longer the wait for the first byte."""
+    connection = response.connection
+    protocol = connection.protocol if connection is not None else None
+    if protocol is not None and not response.content.is_eof():
+        protocol.read_timeout = idle_seconds
+        # Re-armed with the new limit; aiohttp drops it at the end of the body.
+        protocol.start_timeout()
 
 
 async def _close_on_disconnect(receive: Receive, response: aiohttp.ClientResponse) -> None:

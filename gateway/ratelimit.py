@@ -17,6 +17,7 @@ from limits.aio.strategies import (
 from gateway.metrics import RATE_LIMIT_REFUSALS, RATE_LIMIT_STORAGE_ERRORS
 from gateway.routing import RoutePatterns
 from gateway.settings import GatewaySettings
+from shared.errors import RateLimitExceeded, ServiceUnavailable
 from shared.logging import get_logger
 from shared.security import Identity
 
@@ -120,6 +121,30 @@ class RateLimits:
         reset_after = max(0, math.ceil(stats.reset_time - time.time()))
         return Decision(policy, allowed, max(0, stats.remaining), reset_after)
 
+    async def enforce(
+        self,
+        method: str,
+        path: str,
+        identity: Identity | None,
+        client_ip: str,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        """Counts a request: its rate-limit headers go into `headers` (for the answer,
+        whatever it is); 429 when over the limit, 503 when the count cannot be taken and
+        RATE_LIMIT_FAIL_OPEN is false."""
+        policy, key = self.policy_for(method, path, identity, client_ip)
+        try:
+            decision = await self.check(policy, key)
+        except StorageUnavailable as exc:
+            raise ServiceUnavailable("Rate limiting is unavailable") from exc
+        if decision is None:
+            return
+        headers[:] = decision.headers()
+        if not decision.allowed:
+            raise RateLimitExceeded(
+                details={"policy": decision.policy.name, "retry_after": decision.reset_after}
+            )
+
     async def ping(self) -> bool:
         try:
             return bool(await self.storage.check())
@@ -142,6 +167,15 @@ class ClientAddress:
         except ValueError:
             return False
         return any(ip in network for network in self._trusted)
+
+    def scheme(self, peer: str, scheme: str, forwarded_proto: bytes | None) -> str:
+        """The scheme the client used: a trusted proxy's X-Forwarded-Proto (its first value,
+        http or https), else the scheme of the connection to the gateway."""
+        if forwarded_proto and self._trusted and self.is_trusted(peer):
+            first = forwarded_proto.decode("latin-1").split(",")[0].strip().lower()
+            if first in ("http", "https"):
+                return first
+        return scheme
 
     def resolve(self, peer: str, forwarded_for: str | None) -> str:
         if not self._trusted or not forwarded_for or not self.is_trusted(peer):

@@ -59,6 +59,8 @@ class GatewaySettings(ServiceSettings):
     routes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ROUTES))
     public_routes: list[str] = Field(default_factory=lambda: list(DEFAULT_PUBLIC_ROUTES))
     upstream_connect_timeout_seconds: float = 2.0
+    # How long the upstream may take to start answering once the request (body included)
+    # has been sent; sending a big upload is not limited by it.
     upstream_timeout_seconds: float = 30.0
     # Per upstream, overriding upstream_timeout_seconds: `UPSTREAM_TIMEOUTS='{"chat": 120}'`.
     upstream_timeouts: dict[str, float] = Field(default_factory=dict)
@@ -86,8 +88,12 @@ class GatewaySettings(ServiceSettings):
     )
     trusted_proxies: list[str] = Field(default_factory=list)
     jwks_min_refresh_seconds: float = 10.0
+    # The JWKS is fetched again once the cached copy is older than this.
+    jwks_cache_seconds: float = 300.0
 
     cors_origins: list[str] = Field(default_factory=list)
     hsts_seconds: int = 31536000
     security_headers: bool = True
     openapi_cache_seconds: float = 30.0
+    # While a service's document cannot be fetched, the merged one is rebuilt this soon.
+    openapi_retry_seconds: float = 2.0

@@ -1,19 +1,36 @@
-"""WebSocket proxy: the token is checked at the handshake (an `Authorization` header, or an
-`access_token` query parameter for browsers, which cannot set headers on a WebSocket), then
-frames are relayed both ways until either side closes."""
+"""WebSocket proxy: the token is checked and the request counted at the handshake (an
+`Authorization` header, or an `access_token` query parameter for browsers, which cannot set
+headers on a WebSocket), then frames are relayed both ways until either side closes.
+
+The upstream gets the client's token as `Authorization: Bearer …` and verifies it itself
+(no service trusts an identity header); it also gets the query string, X-Request-ID,
+X-Forwarded-* and the trace context. A handshake the upstream refuses with 400, 401, 403 or
+404 reaches the client with that status, in the envelope."""
 
 import asyncio
 import contextlib
 import json
+from typing import Any
 from urllib.parse import parse_qs
 
+from opentelemetry import propagate
 from starlette.types import Message, Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.metrics import WEBSOCKETS
+from gateway.ratelimit import ClientAddress, RateLimits
 from gateway.routing import Upstream
-from shared.errors import ApiError, AuthenticationRequired, ServiceUnavailable, error_body
+from gateway.settings import GatewaySettings
+from shared.errors import (
+    CODE_BY_STATUS,
+    DEFAULT_MESSAGES,
+    ApiError,
+    AuthenticationRequired,
+    ServiceUnavailable,
+    ValidationFailed,
+    error_body,
+)
 from shared.logging import get_logger
 from shared.request_id import current_request_id
 from shared.security import Identity, TokenVerifier
@@ -21,28 +38,49 @@ from shared.security import Identity, TokenVerifier
 log = get_logger(__name__)
 
 FORWARDED = {b"cookie", b"user-agent", b"accept-language", b"origin"}
+# Upstream handshake refusals passed on to the client as they are (anything else is 503).
+RELAYED_STATUSES = {400, 401, 403, 404}
+
+
+class UpstreamRefusal(ApiError):
+    """The upstream refused the handshake; its status (and envelope code) reach the client."""
+
+    def __init__(self, status: int, code: str, message: str | None) -> None:
+        self.status_code = status
+        self.code = code
+        super().__init__(message)
 
 
 class WebSocketProxy:
-    def __init__(self, verifier: TokenVerifier, connect_timeout: float) -> None:
+    def __init__(
+        self, settings: GatewaySettings, verifier: TokenVerifier, rate_limits: RateLimits
+    ) -> None:
         self._verifier = verifier
-        self._connect_timeout = connect_timeout
+        self._rate_limits = rate_limits
+        self._addresses = ClientAddress(settings.trusted_proxies)
+        self._connect_timeout = settings.upstream_connect_timeout_seconds
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, name: str, upstream: Upstream | None
     ) -> None:
         connected = await receive()
         assert connected["type"] == "websocket.connect"
+        rate_limit: list[tuple[bytes, bytes]] = []
         try:
-            identity = await self._authenticate(scope)
+            token, identity, client_ip = await self._admit(scope, rate_limit)
             if upstream is None:
                 raise ServiceUnavailable(f"The {name} service is unavailable")
-            upstream_socket = await self._connect(scope, upstream, identity)
+            upstream_socket = await self._connect(scope, upstream, token, identity, client_ip)
         except ApiError as exc:
-            await self._deny(scope, send, exc)
+            await self._deny(scope, send, exc, rate_limit)
             return
-        subprotocol = upstream_socket.subprotocol
-        await send({"type": "websocket.accept", "subprotocol": subprotocol})
+        await send(
+            {
+                "type": "websocket.accept",
+                "subprotocol": upstream_socket.subprotocol,
+                "headers": rate_limit,
+            }
+        )
         WEBSOCKETS.labels(upstream.name).inc()
         try:
             await self._relay(receive, send, upstream_socket)
@@ -50,30 +88,74 @@ class WebSocketProxy:
             WEBSOCKETS.labels(upstream.name).dec()
             await upstream_socket.close()
 
-    async def _authenticate(self, scope: Scope) -> Identity:
+    async def _admit(
+        self, scope: Scope, rate_limit: list[tuple[bytes, bytes]]
+    ) -> tuple[str, Identity, str]:
+        """The token, who it is and the client's address; the handshake counts against the
+        rate limit like a request (a refused token against the client's address)."""
+        headers = scope["headers"]
+        if sum(1 for name, _ in headers if name == b"authorization") > 1:
+            raise ValidationFailed(
+                "Only one Authorization header is allowed",
+                details={"field": "Authorization", "issue": "repeated header"},
+            )
+        peer = scope["client"][0] if scope.get("client") else ""
+        forwarded_for = dict(headers).get(b"x-forwarded-for")
+        client_ip = self._addresses.resolve(
+            peer, forwarded_for.decode("latin-1") if forwarded_for else None
+        )
+        path: str = scope["path"]
+        try:
+            token = self._token(scope)
+            identity = await self._verifier.verify(token)
+        except ApiError as exc:
+            if exc.status_code == 401:
+                await self._rate_limits.enforce("GET", path, None, client_ip, rate_limit)
+            raise
+        await self._rate_limits.enforce("GET", path, identity, client_ip, rate_limit)
+        return token, identity, client_ip
+
+    @staticmethod
+    def _token(scope: Scope) -> str:
         headers = dict(scope["headers"])
         scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             token = (query.get("access_token") or [""])[0]
-        if not token.strip():
+        token = str(token).strip()
+        if not token:
             raise AuthenticationRequired()
-        return await self._verifier.verify(token.strip())
+        return token
 
     async def _connect(
-        self, scope: Scope, upstream: Upstream, identity: Identity
+        self, scope: Scope, upstream: Upstream, token: str, identity: Identity, client_ip: str
     ) -> ClientConnection:
         url = upstream.url.replace("http", "ws", 1) + scope["path"]
+        query: bytes = scope.get("query_string", b"")
+        if query:
+            url += "?" + query.decode("latin-1")
         headers = [
             (name.decode("latin-1"), value.decode("latin-1"))
             for name, value in scope["headers"]
             if name in FORWARDED
         ]
+        peer = scope["client"][0] if scope.get("client") else ""
+        scheme = "https" if scope.get("scheme") == "wss" else "http"
+        client_scheme = self._addresses.scheme(
+            peer, scheme, dict(scope["headers"]).get(b"x-forwarded-proto")
+        )
         headers += [
+            ("authorization", f"Bearer {token}"),
             ("x-request-id", current_request_id() or ""),
+            ("x-forwarded-for", client_ip),
+            ("x-forwarded-proto", client_scheme),
             ("x-user-id", str(identity.user_id)),
             ("x-user-roles", ",".join(identity.roles)),
         ]
+        # The gateway's server span for this handshake, a child of the client's traceparent.
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        headers.extend(carrier.items())
         try:
             return await connect(
                 url,
@@ -84,6 +166,13 @@ class WebSocketProxy:
                 max_size=None,
                 proxy=None,
             )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in RELAYED_STATUSES:
+                log.info("websocket_upstream_refused", upstream=upstream.name, status=status)
+                raise _refusal(status, bytes(exc.response.body or b"")) from exc
+            log.warning("websocket_upstream_unavailable", upstream=upstream.name, status=status)
+            raise ServiceUnavailable(f"The {upstream.name} service is unavailable") from exc
         except Exception as exc:
             log.warning("websocket_upstream_unavailable", upstream=upstream.name, error=repr(exc))
             raise ServiceUnavailable(f"The {upstream.name} service is unavailable") from exc
@@ -121,20 +210,41 @@ class WebSocketProxy:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     @staticmethod
-    async def _deny(scope: Scope, send: Send, exc: ApiError) -> None:
+    async def _deny(
+        scope: Scope, send: Send, exc: ApiError, rate_limit: list[tuple[bytes, bytes]]
+    ) -> None:
         """An HTTP answer in the envelope when the server can send one, else a close code."""
         if "websocket.http.response" in scope.get("extensions", {}):
             body = json.dumps(error_body(exc.code, exc.message, exc.details)).encode()
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"x-request-id", (current_request_id() or "").encode()),
+                *rate_limit,
+            ]
+            headers.extend(
+                (name.lower().encode(), value.encode())
+                for name, value in (exc.headers or {}).items()
+            )
             await send(
                 {
                     "type": "websocket.http.response.start",
                     "status": exc.status_code,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"x-request-id", (current_request_id() or "").encode()),
-                    ],
+                    "headers": headers,
                 }
             )
             await send({"type": "websocket.http.response.body", "body": body})
             return
         await send({"type": "websocket.close", "code": 4000 + exc.status_code})
+
+
+def _refusal(status: int, body: bytes) -> UpstreamRefusal:
+    """The upstream's refusal in the envelope: its own code and message when it answered in
+    the envelope, else the usual code for the status."""
+    code, message = CODE_BY_STATUS[status], None
+    try:
+        error: Any = json.loads(body)["error"]
+        if error["code"] in DEFAULT_MESSAGES and isinstance(error["message"], str):
+            code, message = error["code"], error["message"]
+    except (ValueError, KeyError, TypeError):
+        pass
+    return UpstreamRefusal(status, code, message)

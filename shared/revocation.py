@@ -5,11 +5,13 @@ list; a process-wide dictionary in the embedded mode, where everything shares a 
 """
 
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from shared.errors import ServiceUnavailable
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -75,14 +77,22 @@ class MemoryRevocationStore:
 
 class RedisRevocationStore:
     """`fail_open`: while Redis cannot be reached, tokens count as not revoked (they still
-    expire on time) rather than every authenticated request failing."""
+    expire on time) rather than every authenticated request failing; else the lookup raises
+    ServiceUnavailable (503 in the envelope). `on_error` is called on every failed lookup
+    (the gateway counts them in a metric)."""
 
     def __init__(
-        self, redis: Redis, prefix: str = "lyceum:revoked", *, fail_open: bool = True
+        self,
+        redis: Redis,
+        prefix: str = "lyceum:revoked",
+        *,
+        fail_open: bool = True,
+        on_error: Callable[[], None] | None = None,
     ) -> None:
         self._redis = redis
         self._prefix = prefix
         self._fail_open = fail_open
+        self._on_error = on_error
 
     async def revoke_token(self, jti: str, expires_at: int) -> None:
         ttl = max(1, expires_at - int(time.time()))
@@ -107,9 +117,11 @@ class RedisRevocationStore:
             )
         except (RedisError, OSError) as exc:
             log.warning("revocation_store_unavailable", error=repr(exc), fail_open=self._fail_open)
+            if self._on_error is not None:
+                self._on_error()
             if self._fail_open:
                 return False
-            raise
+            raise ServiceUnavailable("Token revocation checks are unavailable") from exc
         if token_entry is not None or session_entry is not None:
             return True
         return user_entry is not None and issued_at <= int(user_entry)
@@ -128,9 +140,13 @@ _process_store = MemoryRevocationStore()
 
 
 def revocation_store(
-    redis_url: str | None, prefix: str = "lyceum:revoked", *, fail_open: bool = True
+    redis_url: str | None,
+    prefix: str = "lyceum:revoked",
+    *,
+    fail_open: bool = True,
+    on_error: Callable[[], None] | None = None,
 ) -> RevocationStore:
     if redis_url:
         redis = Redis.from_url(redis_url, socket_connect_timeout=1.0, socket_timeout=1.0)
-        return RedisRevocationStore(redis, prefix, fail_open=fail_open)
+        return RedisRevocationStore(redis, prefix, fail_open=fail_open, on_error=on_error)
     return _process_store

@@ -43,37 +43,48 @@ class KeySource(Protocol):
 
 
 class JwksKeySource:
-    """Public keys from a JWKS URL: cached, refetched on an unknown `kid` at most every
-    `min_refresh_seconds`, so that a flood of made-up `kid`s cannot hammer the auth service."""
+    """Public keys from a JWKS URL, cached.
+
+    The set is fetched again once it is older than `max_age_seconds` (so that keys removed
+    from the JWKS stop verifying), and when a token names an unknown `kid`. Fetches, failed
+    ones included, happen at most every `min_refresh_seconds`, so that a flood of made-up
+    `kid`s cannot hammer the auth service, even while it is down. A failed fetch keeps the
+    keys already known; a request that finds a refresh under way uses them meanwhile."""
 
     def __init__(
         self,
         url: str,
         *,
         min_refresh_seconds: float = 10.0,
+        max_age_seconds: float = 300.0,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self._url = url
         self._min_refresh = min_refresh_seconds
+        self._max_age = max_age_seconds
         self._client = client
         self._keys: dict[str, Any] = {}
-        self._fetched_at = float("-inf")
+        self._fetched_at = float("-inf")  # last successful fetch
+        self._attempted_at = float("-inf")  # last fetch, successful or not
         self._lock = asyncio.Lock()
+
+    def _fresh(self) -> bool:
+        return time.monotonic() - self._fetched_at < self._max_age
 
     async def get_key(self, kid: str) -> Any | None:
         key = self._keys.get(kid)
-        if key is not None:
+        if key is not None and (self._fresh() or self._lock.locked()):
             return key
         async with self._lock:
-            if kid in self._keys:
-                return self._keys[kid]
-            if time.monotonic() - self._fetched_at < self._min_refresh:
-                return None
-            await self._refresh()
+            key = self._keys.get(kid)
+            if key is not None and self._fresh():
+                return key
+            if time.monotonic() - self._attempted_at >= self._min_refresh:
+                await self._refresh()
         return self._keys.get(kid)
 
     async def _refresh(self) -> None:
-        self._fetched_at = time.monotonic()
+        self._attempted_at = time.monotonic()
         try:
             if self._client is None:
                 async with httpx.AsyncClient(timeout=5.0) as client:
@@ -84,9 +95,9 @@ class JwksKeySource:
             jwk_set = jwt.PyJWKSet.from_dict(response.json())
         except (httpx.HTTPError, jwt.PyJWKSetError, ValueError) as exc:
             log.warning("jwks_fetch_failed", url=self._url, error=str(exc))
-            self._fetched_at = float("-inf") if not self._keys else self._fetched_at
             return
         self._keys = {jwk.key_id: jwk.key for jwk in jwk_set.keys if jwk.key_id}
+        self._fetched_at = time.monotonic()
 
 
 class CallableKeySource:

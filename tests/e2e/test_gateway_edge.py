@@ -28,6 +28,10 @@ async def test_openapi_merges_every_service_under_the_gateway_paths(stack: Stack
         "/api/v1/auth/tokens",
         "/api/v1/users/me",
         "/api/v1/users/{user_id}",
+        "/api/v1/courses",
+        "/api/v1/enrollments",
+        "/api/v1/webhooks/endpoints",
+        "/api/v1/webhooks/event-types",
     ):
         assert path in paths, sorted(paths)
     assert "/health" not in paths
@@ -39,8 +43,16 @@ async def test_openapi_merges_every_service_under_the_gateway_paths(stack: Stack
         "description": schemes["bearerAuth"]["description"],
     }
     assert schemes["oauth2"]["flows"]["password"]["tokenUrl"] == "/api/v1/auth/oauth2/token"
-    assert {"bearerAuth": []} in paths["/api/v1/users/me"]["get"]["security"]
+    for path, method in (
+        ("/api/v1/users/me", "get"),
+        ("/api/v1/courses", "post"),
+        ("/api/v1/webhooks/endpoints", "get"),
+        ("/api/v1/webhooks/endpoints", "post"),
+    ):
+        assert {"bearerAuth": []} in paths[path][method]["security"], (path, method)
+    # Public routes (log in, the course catalogue) need no token.
     assert "security" not in paths["/api/v1/auth/login"]["post"]
+    assert "security" not in paths["/api/v1/courses"]["get"]
     # Every $ref points at a schema that the merged document has.
     schemas = document["components"]["schemas"]
     refs = {part.split('"')[0] for part in response.text.split('"$ref":"#/components/schemas/')[1:]}
@@ -214,3 +226,11 @@ async def test_the_clients_trace_reaches_the_event_on_rabbitmq(
         assert response.status_code == 201, response.text
     [message] = await drain(queue, 1, email)
     assert str(message.headers["traceparent"]).split("-")[1] == trace_id
+
+
+async def test_a_wrong_method_on_a_proxied_route_is_405_in_the_envelope(stack: Stack) -> None:
+    async with stack.client() as client:
+        _, tokens = await signed_up(client)
+        response = await client.post("/api/v1/users/me", json={}, headers=bearer(tokens))
+        assert_envelope(response, 405, "METHOD_NOT_ALLOWED")
+        assert "GET" in response.headers["allow"]

@@ -1,15 +1,19 @@
 """What the gateway answers when an upstream or Redis fails, and how it recovers by itself."""
 
-from collections.abc import Iterator
+import asyncio
+import socket
+import struct
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from shared.testing import TcpProxy, eventually
+from shared.testing import Stack, TcpProxy, eventually
 from tests.conftest import REDIS, unreachable_dependencies
-from tests.e2e.helpers import assert_envelope
+from tests.e2e.helpers import assert_envelope, bearer, signed_up
 from tests.e2e.test_gateway_helpers import (
+    MIB,
     PREFIX,
     GatewayProcess,
     SigningKey,
@@ -91,10 +95,21 @@ async def test_slow_upstream_is_504_and_failing_upstream_hides_its_internals(
     env = upstream_env(upstream, UPSTREAM_TIMEOUTS='{"files": 0.5}')
     gateway = GatewayProcess(workdir, env).start()
     headers = {"Authorization": f"Bearer {key.token()}"}
+
+    async def slow_upload() -> AsyncIterator[bytes]:
+        for _ in range(8):
+            await asyncio.sleep(0.25)
+            yield b"s" * MIB
+
     try:
         async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
             slow = await client.get(f"{PREFIX}/slow", params={"seconds": 3}, headers=headers)
             assert_envelope(slow, 504, "UPSTREAM_TIMEOUT")
+            # The timeout is the wait for an answer, not the time the client takes to send:
+            # an upload streamed for several times the timeout goes through.
+            upload = await client.post(f"{PREFIX}/upload", content=slow_upload(), headers=headers)
+            assert upload.status_code == 200, upload.text
+            assert upload.json() == {"bytes": 8 * MIB}
             boom = await client.get(f"{PREFIX}/boom", headers=headers)
             assert_envelope(boom, 500, "INTERNAL_ERROR")
             for leaked in ("Traceback", "hunter2", "db.internal", "psycopg"):
@@ -111,10 +126,39 @@ async def test_the_gateway_answers_its_own_errors_in_the_envelope(
         async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
             assert_envelope(await client.get("/api/v1/nothing-here"), 404, "RESOURCE_NOT_FOUND")
             assert_envelope(await client.post("/health"), 405, "METHOD_NOT_ALLOWED")
-            # X-Forwarded-Proto from a client that is not a trusted proxy earns no HSTS.
+            metrics = (await client.get("/metrics")).text
+            for status in ("404", "405"):
+                assert (
+                    metric(
+                        metrics,
+                        "gateway_requests_total",
+                        route="unmatched",
+                        status=status,
+                        upstream="gateway",
+                    )
+                    >= 1
+                )
+            # X-Forwarded-Proto from a client that is not a trusted proxy earns no HSTS,
+            # and the upstream is told the scheme the gateway saw.
             spoofed = await client.get("/health", headers={"X-Forwarded-Proto": "https"})
             assert "strict-transport-security" not in spoofed.headers
             assert spoofed.headers["x-content-type-options"] == "nosniff"
+            echoed = await client.get(
+                f"{PREFIX}/echo",
+                headers={"Authorization": f"Bearer {key.token()}", "X-Forwarded-Proto": "https"},
+            )
+            assert echoed.json()["headers"]["x-forwarded-proto"] == "http"
+            # Two Authorization headers: the gateway and the service could act on different
+            # tokens, so the request goes nowhere.
+            twice = await client.get(
+                f"{PREFIX}/echo",
+                headers=[
+                    ("Authorization", f"Bearer {key.token()}"),
+                    ("Authorization", f"Bearer {key.token(roles=['admin'])}"),
+                ],
+            )
+            body = assert_envelope(twice, 400, "VALIDATION_ERROR")
+            assert body["error"]["details"]["field"] == "Authorization"
             assert_envelope(await client.get(f"{PREFIX}/echo"), 401, "AUTHENTICATION_REQUIRED")
             expired = key.token(exp=1_000_000, iat=999_000, nbf=999_000)
             assert_envelope(
@@ -185,3 +229,94 @@ async def test_with_redis_down_a_fail_closed_gateway_refuses(
     finally:
         redis_proxy.restore()
         gateway.stop()
+
+
+async def test_with_redis_down_a_fail_closed_revocation_check_is_503(
+    workdir: Path, upstream: UpstreamProcess, key: SigningKey, redis_proxy: TcpProxy
+) -> None:
+    env = upstream_env(
+        upstream,
+        REDIS_URL=f"redis://127.0.0.1:{redis_proxy.port}/0",
+        REVOCATION_FAIL_OPEN="false",
+    )
+    gateway = GatewayProcess(workdir, env).start()
+    headers = {"Authorization": f"Bearer {key.token()}"}
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+            assert (await client.get(f"{PREFIX}/echo", headers=headers)).status_code == 200
+            redis_proxy.cut()
+            refused = await client.get(f"{PREFIX}/echo", headers=headers)
+            assert_envelope(refused, 503, "SERVICE_UNAVAILABLE")
+            metrics = (await client.get("/metrics")).text
+            assert metric(metrics, "gateway_revocation_store_errors_total") >= 1
+    finally:
+        redis_proxy.restore()
+        gateway.stop()
+
+
+class ResetFirst(TcpProxy):
+    """In front of the upstream: resets the next `resets` connections before reading a byte
+    (the upstream never sees those requests), then forwards."""
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__("127.0.0.1", target_port)
+        self.resets = 0
+        self.connections = 0
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        if self.resets > 0:
+            self.resets -= 1
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.close()
+            return
+        await super()._accept(reader, writer)
+
+
+async def test_a_get_is_retried_after_a_refused_connection_and_a_post_is_not(
+    workdir: Path, upstream: UpstreamProcess, key: SigningKey
+) -> None:
+    front = ResetFirst(upstream.port)
+    front.start()
+    env = upstream_env(upstream)
+    env["UPSTREAMS"] = env["UPSTREAMS"].replace(upstream.url, f"http://127.0.0.1:{front.port}")
+    gateway = GatewayProcess(workdir, env).start()
+    headers = {"Authorization": f"Bearer {key.token()}"}
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+            front.resets = 1
+            posted = await client.post(f"{PREFIX}/echo", json={"n": 1}, headers=headers)
+            assert_envelope(posted, 503, "SERVICE_UNAVAILABLE")
+            assert front.connections == 1, "a POST is never sent twice"
+
+            front.resets = 1
+            got = await client.get(f"{PREFIX}/echo", headers=headers)
+            assert got.status_code == 200, got.text
+            assert front.connections == 3, "the GET was sent again on a new connection"
+            metrics = (await client.get("/metrics")).text
+            assert metric(metrics, "gateway_upstream_retries_total", upstream="files") == 1
+    finally:
+        gateway.stop()
+        front.stop()
+
+
+async def test_killing_the_users_service_gives_503_and_the_gateway_recovers_by_itself(
+    full_stack: Stack,
+) -> None:
+    """The launcher restarts a killed service; the gateway is left alone throughout."""
+    async with full_stack.client() as client:
+        _, tokens = await signed_up(client)
+        gateway_pid = full_stack.service_pid("gateway")
+        old_pid = full_stack.kill_service("users")
+        down = await client.get("/api/v1/users/me", headers=bearer(tokens))
+        body = assert_envelope(down, 503, "SERVICE_UNAVAILABLE")
+        assert "users" in body["error"]["message"]
+        await full_stack.wait_service_restarted("users", old_pid, full_stack.service_url(2))
+
+        async def recovered() -> bool:
+            response = await client.get("/api/v1/users/me", headers=bearer(tokens))
+            return response.status_code == 200
+
+        await eventually(recovered, within_seconds=30, interval=0.25)
+        assert full_stack.service_pid("gateway") == gateway_pid, "the gateway was not restarted"

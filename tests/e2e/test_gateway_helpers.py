@@ -115,9 +115,39 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+def _verified_subject(authorization: str | None) -> str | None:
+    """What a real service does with a WebSocket: verify the bearer token itself."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    key = serialization.load_pem_private_key(os.environ[SIGNING_KEY_ENV].encode(), None)
+    assert isinstance(key, Ed25519PrivateKey)
+    try:
+        claims = jwt.decode(
+            token, key.public_key(), algorithms=["EdDSA"], audience="lyceum-api", issuer="lyceum"
+        )
+    except jwt.PyJWTError:
+        return None
+    return str(claims["sub"])
+
+
 async def websocket_echo(websocket: WebSocket) -> None:
+    subject = _verified_subject(websocket.headers.get("authorization"))
+    if subject is None:
+        await websocket.send_denial_response(
+            JSONResponse({"status": "error", "error": {"code": "INVALID_TOKEN"}}, 401)
+        )
+        return
     await websocket.accept()
-    await websocket.send_json({"hello": websocket.headers.get("x-user-id")})
+    await websocket.send_json(
+        {
+            "hello": websocket.headers.get("x-user-id"),
+            "verified_subject": subject,
+            "query": websocket.url.query,
+            "traceparent": websocket.headers.get("traceparent"),
+            "x_forwarded_for": websocket.headers.get("x-forwarded-for"),
+        }
+    )
     try:
         while True:
             message = await websocket.receive()
@@ -129,6 +159,18 @@ async def websocket_echo(websocket: WebSocket) -> None:
                 await websocket.send_bytes(message["bytes"])
     except WebSocketDisconnect:
         return
+
+
+async def websocket_refuse(websocket: WebSocket) -> None:
+    """Refuses every handshake with the status asked for, in the envelope."""
+    status = int(websocket.query_params.get("status", "403"))
+    code = {403: "PERMISSION_DENIED", 404: "RESOURCE_NOT_FOUND"}.get(status, "INTERNAL_ERROR")
+    await websocket.send_denial_response(
+        JSONResponse(
+            {"status": "error", "error": {"code": code, "message": f"refused with {status}"}},
+            status,
+        )
+    )
 
 
 upstream_app = Starlette(
@@ -144,6 +186,7 @@ upstream_app = Starlette(
         Route(f"{PREFIX}/slow", slow),
         Route(f"{PREFIX}/boom", boom),
         WebSocketRoute("/ws", websocket_echo),
+        WebSocketRoute(f"{PREFIX}/ws-refuse", websocket_refuse),
     ]
 )
 

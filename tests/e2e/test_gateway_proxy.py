@@ -4,7 +4,9 @@ hundreds of MB with flat memory, Server-Sent Events one by one, and a WebSocket 
 import asyncio
 import json
 import threading
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -106,6 +108,7 @@ async def test_identity_and_trace_headers_are_set_by_the_gateway(
     assert (version, upstream_trace) == ("00", trace_id)
     assert parent != "00f067aa0ba902b7", "the gateway's own span is the upstream's parent"
     assert seen["x-forwarded-for"] == "127.0.0.1"
+    assert seen["x-forwarded-proto"] == "http"
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["referrer-policy"] == "no-referrer"
     assert "strict-transport-security" not in response.headers
@@ -118,7 +121,10 @@ async def test_a_trace_is_started_when_the_client_sends_none(
         response = await client.get(
             f"{PREFIX}/echo", headers={**auth(key), "X-Forwarded-Proto": "https"}
         )
-    version, trace_id, parent, _ = response.json()["headers"]["traceparent"].split("-")
+    seen = response.json()["headers"]
+    # The client reached the trusted proxy over TLS: the upstream is told so.
+    assert seen["x-forwarded-proto"] == "https"
+    version, trace_id, parent, _ = seen["traceparent"].split("-")
     assert version == "00"
     assert int(trace_id, 16) != 0
     assert int(parent, 16) != 0
@@ -228,32 +234,88 @@ async def test_a_websocket_echoes_through_the_gateway(
     gateway: GatewayProcess, key: SigningKey
 ) -> None:
     user_id = "0b8a3a57-5d8f-4a49-a1b6-4f3c1d2e9a10"
-    url = f"ws://127.0.0.1:{gateway.port}/ws"
-    async with connect(url, additional_headers=auth(key, sub=user_id)) as socket:
-        assert json.loads(await socket.recv()) == {"hello": user_id}
+    trace_id = "5bf92f3577b34da6a3ce929d0e0e4736"
+    url = f"ws://127.0.0.1:{gateway.port}/ws?room=42"
+    headers = {
+        **auth(key, sub=user_id),
+        # Spoofed identity: the upstream must see who the token says, not this.
+        "X-User-Id": "00000000-0000-0000-0000-000000000000",
+        "X-User-Roles": "admin",
+        "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01",
+    }
+    async with connect(url, additional_headers=headers) as socket:
+        hello = json.loads(await socket.recv())
+        assert socket.response is not None
+        assert "x-ratelimit-remaining" in socket.response.headers
         await socket.send("ping")
         assert await socket.recv() == "ping"
         await socket.send(b"\x00\x01binary")
         assert await socket.recv() == b"\x00\x01binary"
+    # The upstream verified the forwarded token itself and saw the real caller.
+    assert hello["verified_subject"] == user_id
+    assert hello["hello"] == user_id
+    assert hello["query"] == "room=42"
+    assert hello["x_forwarded_for"] == "127.0.0.1"
+    assert hello["traceparent"].split("-")[1] == trace_id
     # Browsers cannot set headers on a WebSocket: the token may come as a query parameter.
-    async with connect(f"{url}?access_token={key.token()}") as socket:
-        await socket.recv()
+    async with connect(f"ws://127.0.0.1:{gateway.port}/ws?access_token={key.token()}") as socket:
+        assert json.loads(await socket.recv())["verified_subject"] is not None
         await socket.send("again")
         assert await socket.recv() == "again"
+
+
+def refused_status(refused: pytest.ExceptionInfo[InvalidStatus]) -> tuple[int, dict[str, Any]]:
+    response = refused.value.response
+    body: dict[str, Any] = json.loads(response.body or b"{}")
+    assert body["status"] == "error"
+    return response.status_code, body
 
 
 async def test_a_websocket_without_a_valid_token_is_refused_at_the_handshake(
     gateway: GatewayProcess, key: SigningKey
 ) -> None:
     url = f"ws://127.0.0.1:{gateway.port}/ws"
-    for headers in ({}, {"Authorization": "Bearer not-a-token"}):
+    expired = key.token(exp=1_000_000, iat=999_000, nbf=999_000)
+    cases: list[tuple[dict[str, str], str]] = [
+        ({}, "AUTHENTICATION_REQUIRED"),
+        ({"Authorization": "Bearer not-a-token"}, "INVALID_TOKEN"),
+        ({"Authorization": f"Bearer {expired}"}, "TOKEN_EXPIRED"),
+        # Identity headers alone buy nothing.
+        ({"X-User-Id": str(uuid.uuid4()), "X-User-Roles": "admin"}, "AUTHENTICATION_REQUIRED"),
+    ]
+    for headers, code in cases:
         with pytest.raises(InvalidStatus) as refused:
             async with connect(url, additional_headers=headers):
                 pass
-        assert refused.value.response.status_code == 401
-        body = json.loads(refused.value.response.body or b"{}")
-        assert body["status"] == "error"
-        assert body["error"]["code"] in ("AUTHENTICATION_REQUIRED", "INVALID_TOKEN")
+        status, body = refused_status(refused)
+        assert (status, body["error"]["code"]) == (401, code)
+        # A refused handshake counts against the client's address.
+        assert "x-ratelimit-remaining" in refused.value.response.headers
+
+
+async def test_a_websocket_with_two_authorization_headers_is_refused(
+    gateway: GatewayProcess, key: SigningKey
+) -> None:
+    headers = [("Authorization", f"Bearer {key.token()}"), ("Authorization", "Bearer other")]
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(f"ws://127.0.0.1:{gateway.port}/ws", additional_headers=headers):
+            pass
+    status, body = refused_status(refused)
+    assert (status, body["error"]["code"]) == (400, "VALIDATION_ERROR")
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(403, "PERMISSION_DENIED"), (404, "RESOURCE_NOT_FOUND")]
+)
+async def test_an_upstream_refusing_the_handshake_is_relayed(
+    gateway: GatewayProcess, key: SigningKey, status: int, code: str
+) -> None:
+    url = f"ws://127.0.0.1:{gateway.port}{PREFIX}/ws-refuse?status={status}"
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, additional_headers=auth(key)):
+            pass
+    assert refused_status(refused)[0] == status
+    assert refused_status(refused)[1]["error"]["code"] == code
 
 
 async def test_cors_allows_only_the_configured_origins(gateway: GatewayProcess) -> None:
@@ -274,3 +336,18 @@ async def test_cors_allows_only_the_configured_origins(gateway: GatewayProcess) 
         )
         assert stranger.status_code == 400
         assert "access-control-allow-origin" not in stranger.headers
+        # A script on the allowed origin may read the rate-limit and request-id headers.
+        simple = await client.get("/health", headers={"Origin": "https://app.example.com"})
+        exposed = {
+            name.strip().lower()
+            for name in simple.headers["access-control-expose-headers"].split(",")
+        }
+        assert exposed >= {
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+            "ratelimit",
+            "ratelimit-policy",
+            "retry-after",
+            "x-request-id",
+        }

@@ -143,3 +143,29 @@ async def test_two_gateways_share_one_count_through_redis(
     finally:
         first.stop()
         second.stop()
+
+
+async def test_requests_without_a_valid_token_count_against_the_address(
+    stack: Stack, tmp_path: Path
+) -> None:
+    env = gateway_env(stack, RATE_LIMIT_DEFAULT="3/minute")
+    gateway = GatewayProcess(tmp_path, env).start()
+    try:
+        async with stack.client() as client:
+            _, tokens = await signed_up(client)
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=15) as client:
+            attempts = [{}, bearer("not-a-token"), bearer("still.not.one")]
+            for remaining, headers in zip((2, 1, 0), attempts, strict=True):
+                refused = await client.get("/api/v1/users/me", headers=headers)
+                assert refused.status_code == 401, refused.text
+                assert refused.headers["x-ratelimit-remaining"] == str(remaining)
+                assert refused.headers["ratelimit-policy"] == '"default";q=3;w=60'
+            over = await client.get("/api/v1/users/me", headers=bearer("guess-4"))
+            body = assert_envelope(over, 429, "RATE_LIMIT_EXCEEDED")
+            assert body["error"]["details"]["policy"] == "default"
+            assert int(over.headers["retry-after"]) >= 1
+            # A caller with a valid token has a budget of their own.
+            mine = await client.get("/api/v1/users/me", headers=bearer(tokens))
+            assert mine.status_code == 200, mine.text
+    finally:
+        gateway.stop()

@@ -4,14 +4,19 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 
 import httpx
 import jwt
+import pytest
 from cryptography.hazmat.primitives import serialization
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
-from shared.testing import Stack
+from shared.testing import Stack, eventually
 from tests.e2e.helpers import (
     PASSWORD,
+    admin_tokens,
     assert_envelope,
     bearer,
     login,
@@ -188,3 +193,90 @@ async def test_services_verify_tokens_themselves(stack: Stack) -> None:
             "/api/v1/users/me", headers={"X-User-Id": "x", "X-User-Roles": "admin"}
         )
         assert_envelope(response, 401, "AUTHENTICATION_REQUIRED")
+
+
+async def test_a_role_change_denies_the_tokens_issued_before_it(stack: Stack) -> None:
+    """An access or API token carries the role it was issued with: once an admin changes
+    the role, tokens issued before are refused, and a new login carries the new role."""
+    async with stack.client() as client:
+        account, tokens = await signed_up(client)
+        created = await client.post(
+            "/api/v1/auth/tokens", json={"name": "ci"}, headers=bearer(tokens)
+        )
+        assert created.status_code == 201, created.text
+        api_token = created.json()["token"]
+        admin = await admin_tokens(client)
+        changed = await client.patch(
+            f"/api/v1/users/{account['id']}", json={"role": "instructor"}, headers=bearer(admin)
+        )
+        assert changed.status_code == 200, changed.text
+
+        async def old_tokens_refused() -> bool:
+            statuses = [
+                (await client.get("/api/v1/users/me", headers=bearer(token))).status_code
+                for token in (tokens["access_token"], api_token)
+            ]
+            return statuses == [401, 401]
+
+        await eventually(old_tokens_refused)
+        for token in (tokens["access_token"], api_token):
+            assert_envelope(
+                await client.get("/api/v1/auth/me", headers=bearer(token)), 401, "INVALID_TOKEN"
+            )
+
+        async def new_login_has_the_new_role() -> bool:
+            fresh = await login(client, account["email"])
+            claims = jwt.decode(fresh["access_token"], options={"verify_signature": False})
+            me = await client.get("/api/v1/users/me", headers=bearer(fresh))
+            return me.status_code == 200 and claims["roles"] == ["instructor"]
+
+        # Tokens issued within the second of the change are refused too (iat is in seconds).
+        await eventually(new_login_has_the_new_role)
+        listed = await client.get(
+            "/api/v1/auth/tokens", params={"account_id": account["id"]}, headers=bearer(admin)
+        )
+        assert listed.json()["data"][0]["revoked_at"] is not None
+
+
+def _websocket_url(stack: Stack) -> str:
+    return stack.url.replace("http://", "ws://", 1) + "/ws"
+
+
+async def _refused_handshake(url: str, headers: dict[str, str]) -> tuple[int, str]:
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, additional_headers=headers):
+            pass
+    response = refused.value.response
+    body = json.loads(response.body or b"{}")
+    assert body["status"] == "error"
+    assert body["request_id"] == response.headers["x-request-id"]
+    return response.status_code, str(body["error"]["code"])
+
+
+async def test_revoked_and_expired_tokens_are_refused_at_the_websocket_handshake(
+    stack: Stack,
+) -> None:
+    async with stack.client() as client:
+        account, tokens = await signed_up(client)
+        assert (await client.post("/api/v1/auth/logout", headers=bearer(tokens))).status_code == 204
+    now = int(time.time())
+    expired = await mint_token(
+        stack, sub=account["id"], iat=now - 1200, nbf=now - 1200, exp=now - 600
+    )
+    url = _websocket_url(stack)
+    assert await _refused_handshake(url, bearer(tokens)) == (401, "INVALID_TOKEN")
+    assert await _refused_handshake(f"{url}?access_token={tokens['access_token']}", {}) == (
+        401,
+        "INVALID_TOKEN",
+    )
+    assert await _refused_handshake(url, bearer(expired)) == (401, "TOKEN_EXPIRED")
+
+
+async def test_spoofed_identity_headers_buy_nothing_on_a_websocket(stack: Stack) -> None:
+    spoofed = {"X-User-Id": "00000000-0000-0000-0000-000000000001", "X-User-Roles": "admin"}
+    url = _websocket_url(stack)
+    assert await _refused_handshake(url, spoofed) == (401, "AUTHENTICATION_REQUIRED")
+    assert await _refused_handshake(url, {**spoofed, **bearer("forged")}) == (
+        401,
+        "INVALID_TOKEN",
+    )

@@ -9,9 +9,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
 
-from shared.errors import InvalidToken, TokenExpired
-from shared.revocation import MemoryRevocationStore
+from shared.errors import InvalidToken, ServiceUnavailable, TokenExpired
+from shared.revocation import MemoryRevocationStore, revocation_store
 from shared.security import CallableKeySource, TokenVerifier
+from shared.testing import free_port_block
 
 SIGNING_KEY = Ed25519PrivateKey.generate()
 KID = "key-1"
@@ -147,3 +148,30 @@ async def test_unknown_key_ids_are_looked_up_and_refused() -> None:
     with pytest.raises(InvalidToken, match="Unknown signing key"):
         await verifier.verify(sign(claims(), kid="made-up"))
     assert keys.lookups == ["made-up"]
+
+
+async def test_an_unreachable_revocation_store_fails_open_or_answers_503() -> None:
+    port = free_port_block(1)  # nothing listens there
+    errors: list[int] = []
+    for fail_open in (True, False):
+        store = revocation_store(
+            f"redis://127.0.0.1:{port}/0", fail_open=fail_open, on_error=lambda: errors.append(1)
+        )
+        verifier = TokenVerifier(
+            CountingKeys(),
+            store,
+            issuer="lyceum",
+            audience="lyceum-api",
+            algorithms=["EdDSA"],
+        )
+        try:
+            if fail_open:
+                await verifier.verify(sign(claims()))
+            else:
+                with pytest.raises(ServiceUnavailable) as refused:
+                    await verifier.verify(sign(claims()))
+                assert refused.value.status_code == 503
+                assert refused.value.code == "SERVICE_UNAVAILABLE"
+        finally:
+            await store.close()
+    assert len(errors) == 2, "every failed lookup is reported"
