@@ -87,9 +87,6 @@ class GatewaySettings(ServiceSettings):
         default_factory=lambda: list(DEFAULT_RATE_LIMIT_ADMIN_ROUTES)
     )
     trusted_proxies: list[str] = Field(default_factory=list)
-    jwks_min_refresh_seconds: float = 10.0
-    # The JWKS is fetched again once the cached copy is older than this.
-    jwks_cache_seconds: float = 300.0
 
     cors_origins: list[str] = Field(default_factory=list)
     hsts_seconds: int = 31536000

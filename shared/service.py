@@ -63,7 +63,11 @@ def create_service_app(definition: ServiceDefinition, settings: ServiceSettings)
         keys = (
             definition.key_source(app)
             if definition.key_source
-            else JwksKeySource(settings.jwks_url)
+            else JwksKeySource(
+                settings.jwks_url,
+                min_refresh_seconds=settings.jwks_min_refresh_seconds,
+                max_age_seconds=settings.jwks_cache_seconds,
+            )
         )
         app.state.database = database
         app.state.bus = bus

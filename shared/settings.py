@@ -29,6 +29,10 @@ class ServiceSettings(BaseSettings):
     jwt_audience: str = "lyceum-api"
     jwt_algorithms: list[str] = Field(default_factory=lambda: ["EdDSA"])
     jwt_leeway_seconds: int = 10
+    # The JWKS is fetched again once the cached copy is older than `jwks_cache_seconds`,
+    # and on an unknown `kid`; never more often than every `jwks_min_refresh_seconds`.
+    jwks_cache_seconds: float = 300.0
+    jwks_min_refresh_seconds: float = 10.0
 
     outbox_poll_seconds: float = 2.0
     event_delivery_limit: int = 5

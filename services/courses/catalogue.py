@@ -48,17 +48,33 @@ def like_pattern(term: str) -> str:
     return f"%{escaped}%"
 
 
-def catalogue_query(filters: CatalogueFilters, viewer: Identity | None) -> Select[Any]:
-    """ILIKE, so that PostgreSQL can use the trigram indexes of the migration."""
+SQLITE_INDEXED_SEARCH = text(
+    "courses.rowid IN (SELECT rowid FROM courses_search WHERE courses_search MATCH :phrase)"
+)
+
+
+def search_condition(term: str, dialect: str) -> ColumnElement[bool]:
+    """A part of the title or the description, case-insensitive, `%` and `_` literal.
+
+    PostgreSQL serves ILIKE from its trigram indexes. SQLite's FTS5 trigram index
+    (migration 0003) matches the term as a quoted phrase, which finds substrings of three
+    characters or more; a shorter term scans, as there is no trigram in it to look up."""
+    if dialect == "sqlite" and len(term) >= 3:
+        phrase = '"' + term.replace('"', '""') + '"'
+        return SQLITE_INDEXED_SEARCH.bindparams(phrase=phrase)  # type: ignore[return-value]
+    pattern = like_pattern(term)
+    return or_(
+        Course.title.ilike(pattern, escape="\\"),
+        Course.description.ilike(pattern, escape="\\"),
+    )
+
+
+def catalogue_query(
+    filters: CatalogueFilters, viewer: Identity | None, *, dialect: str
+) -> Select[Any]:
     query = select(Course).where(visible_to(viewer))
     if filters.search:
-        pattern = like_pattern(filters.search)
-        query = query.where(
-            or_(
-                Course.title.ilike(pattern, escape="\\"),
-                Course.description.ilike(pattern, escape="\\"),
-            )
-        )
+        query = query.where(search_condition(filters.search, dialect))
     if filters.level:
         query = query.where(Course.level == filters.level)
     if filters.status:

@@ -81,7 +81,8 @@ def course(
 async def titles(
     session: AsyncSession, filters: CatalogueFilters, viewer: Identity | None
 ) -> list[str]:
-    rows, _ = await paginate(session, catalogue_query(filters, viewer), PageParams(1, 100))
+    query = catalogue_query(filters, viewer, dialect=session.get_bind().dialect.name)
+    rows, _ = await paginate(session, query, PageParams(1, 100))
     return [row.title for row in rows]
 
 
@@ -145,6 +146,31 @@ async def test_search_is_case_insensitive_and_takes_wildcards_literally(
         assert len(await titles(session, by_title, None)) == 5
 
 
+async def test_sqlite_search_index_follows_inserts_updates_and_deletes(
+    database: Database,
+) -> None:
+    async with database.sessions() as session:
+        kept = course("Intro to Kubernetes", description='The "quoted" part')
+        renamed = course("Practical Rust")
+        dropped = course("Kubernetes the hard way")
+        session.add_all([kept, renamed, dropped])
+        await session.commit()
+
+        async def search(term: str) -> list[str]:
+            filters = CatalogueFilters(search=term, sort="title", order="asc")
+            return await titles(session, filters, None)
+
+        assert await search("kubernetes") == ["Intro to Kubernetes", "Kubernetes the hard way"]
+        assert await search("to kube") == ["Intro to Kubernetes"]
+        assert await search('"quoted"') == ["Intro to Kubernetes"]
+        renamed.title = "Practical Zig"
+        await session.delete(dropped)
+        await session.commit()
+        assert await search("rust") == []
+        assert await search("zig") == ["Practical Zig"]
+        assert await search("kubernetes") == ["Intro to Kubernetes"]
+
+
 async def test_filters_combine_and_unknown_sort_fields_are_refused(database: Database) -> None:
     async with database.sessions() as session:
         session.add_all(
@@ -158,7 +184,7 @@ async def test_filters_combine_and_unknown_sort_fields_are_refused(database: Dat
         filters = CatalogueFilters(search="go", level="advanced")
         assert await titles(session, filters, None) == ["Go concurrency"]
     with pytest.raises(ValidationFailed):
-        catalogue_query(CatalogueFilters(sort="instructor_id"), None)
+        catalogue_query(CatalogueFilters(sort="instructor_id"), None, dialect="sqlite")
 
 
 def test_slugs_are_made_from_titles() -> None:

@@ -151,7 +151,8 @@ async def list_courses(
         sort=sort,
         order=order,
     )
-    rows, pagination = await paginate(session, catalogue_query(filters, viewer), page)
+    query = catalogue_query(filters, viewer, dialect=session.get_bind().dialect.name)
+    rows, pagination = await paginate(session, query, page)
     return {"data": rows, "pagination": pagination}
 
 
