@@ -6,7 +6,8 @@ Lyceum signs per the Standard Webhooks spec, so the `standardwebhooks` library (
 Svix verifier) checks the `webhook-signature` header against the raw body, the
 `webhook-id` and the `webhook-timestamp` (older than five minutes is refused: replays).
 Delivery is at least once: the same `webhook-id` can arrive again after a retry, so a
-receiver acknowledges quickly (any 2xx) and does each `webhook-id` once.
+receiver does each `webhook-id` once. It answers 2xx only once the work is done (or
+safely queued) and records the id only then: a failure answers 5xx, and Lyceum retries.
 
 Several secrets may be given, comma-separated, while a secret is being rotated.
 """
@@ -25,20 +26,22 @@ from starlette.routing import Route
 
 
 class SeenIds:
-    """The most recent webhook ids, to do each message once (keep them in a database in
-    a real receiver, for at least as long as retries last: about a day)."""
+    """The most recent webhook ids handled, to do each message once. A real receiver keeps
+    them in its database, written in the same transaction as the work (a unique key on
+    the id also covers two copies arriving at once), for at least as long as retries last:
+    about a day."""
 
     def __init__(self, capacity: int = 100_000) -> None:
         self._ids: OrderedDict[str, None] = OrderedDict()
         self._capacity = capacity
 
-    def first_time(self, webhook_id: str) -> bool:
-        if webhook_id in self._ids:
-            return False
+    def __contains__(self, webhook_id: object) -> bool:
+        return webhook_id in self._ids
+
+    def add(self, webhook_id: str) -> None:
         self._ids[webhook_id] = None
         if len(self._ids) > self._capacity:
             self._ids.popitem(last=False)
-        return True
 
 
 def create_app(secrets: list[str]) -> Starlette:
@@ -57,8 +60,16 @@ def create_app(secrets: list[str]) -> Starlette:
                 continue
         if payload is None:
             return JSONResponse({"error": "invalid signature"}, status_code=400)
-        if seen.first_time(headers["webhook-id"]):
+        webhook_id = headers["webhook-id"]
+        if webhook_id in seen:
+            return Response(status_code=204)  # done before: acknowledge, do nothing
+        try:
             handle(payload)
+        except Exception:
+            # Not done: answer an error so that Lyceum sends it again later. Only what
+            # was handled is marked seen, so the retry is not acknowledged unhandled.
+            return JSONResponse({"error": "not handled, retry later"}, status_code=500)
+        seen.add(webhook_id)
         return Response(status_code=204)
 
     return Starlette(routes=[Route("/webhooks", receive, methods=["POST"])])

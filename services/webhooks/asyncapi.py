@@ -23,8 +23,13 @@ id (deduplicate on it: delivery is at least once), `type` the event type, and th
 
 To consume, declare your own durable queue (a quorum queue is recommended) and bind it
 to the exchange with the routing keys you want (`user.*`, `course.published`, `#`).
-`webhook.test` is the one type sent to webhook endpoints only, never on the exchange.
+`webhook.test` is the one type sent to webhook endpoints only, never on the exchange: its
+channel is on the `webhook-endpoint` server (your HTTPS endpoint), has no AMQP binding, and
+its message is the webhook body `{"type", "timestamp", "data"}`, not a CloudEvent.
 """
+
+# Types that only webhook endpoints ever receive; nothing publishes them on the exchange.
+WEBHOOK_ONLY_TYPES = frozenset({"webhook.test"})
 
 CLOUD_EVENT: dict[str, Any] = {
     "type": "object",
@@ -37,6 +42,18 @@ CLOUD_EVENT: dict[str, Any] = {
         "time": {"type": "string", "format": "date-time"},
         "subject": {"type": "string", "examples": ["users/0b6f…"]},
         "datacontenttype": {"const": "application/json"},
+        "data": {"type": "object"},
+    },
+}
+
+
+WEBHOOK_BODY: dict[str, Any] = {
+    "type": "object",
+    "description": "What a webhook endpoint receives, signed per Standard Webhooks",
+    "required": ["type", "timestamp", "data"],
+    "properties": {
+        "type": {"type": "string", "description": "The event type"},
+        "timestamp": {"type": "string", "format": "date-time"},
         "data": {"type": "object"},
     },
 }
@@ -60,37 +77,29 @@ def render(schemas_dir: Path = REPOSITORY_SCHEMAS_DIR) -> str:
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     for event_type, schema in catalogue.items():
+        webhook_only = event_type in WEBHOOK_ONLY_TYPES
+        description = schema.get("description", "")
+        server = "webhook-endpoint" if webhook_only else "rabbitmq"
         channels[event_type] = {
             "address": event_type,
             "title": schema.get("title", event_type),
-            "description": schema.get("description", ""),
+            "description": description,
+            "servers": [{"$ref": f"#/servers/{server}"}],
             "messages": {event_type: {"$ref": f"#/components/messages/{event_type}"}},
-            "bindings": {
-                "amqp": {
-                    "is": "routingKey",
-                    "exchange": {
-                        "name": EXCHANGE,
-                        "type": "topic",
-                        "durable": True,
-                        "autoDelete": False,
-                        "vhost": "/",
-                    },
-                    "bindingVersion": "0.3.0",
-                }
-            },
         }
         operations[f"receive.{event_type}"] = {
             "action": "receive",
             "channel": {"$ref": f"#/channels/{event_type}"},
             "messages": [{"$ref": f"#/channels/{event_type}/messages/{event_type}"}],
         }
+        envelope = "WebhookBody" if webhook_only else "CloudEvent"
         messages[event_type] = {
             "name": event_type,
             "title": schema.get("title", event_type),
-            "contentType": "application/cloudevents+json",
+            "contentType": "application/json" if webhook_only else "application/cloudevents+json",
             "payload": {
                 "allOf": [
-                    {"$ref": "#/components/schemas/CloudEvent"},
+                    {"$ref": f"#/components/schemas/{envelope}"},
                     {
                         "type": "object",
                         "properties": {
@@ -100,7 +109,24 @@ def render(schemas_dir: Path = REPOSITORY_SCHEMAS_DIR) -> str:
                     },
                 ]
             },
-            "bindings": {"amqp": {"messageType": event_type, "bindingVersion": "0.3.0"}},
+        }
+        if webhook_only:
+            continue
+        channels[event_type]["bindings"] = {
+            "amqp": {
+                "is": "routingKey",
+                "exchange": {
+                    "name": EXCHANGE,
+                    "type": "topic",
+                    "durable": True,
+                    "autoDelete": False,
+                    "vhost": "/",
+                },
+                "bindingVersion": "0.3.0",
+            }
+        }
+        messages[event_type]["bindings"] = {
+            "amqp": {"messageType": event_type, "bindingVersion": "0.3.0"}
         }
     document = {
         "asyncapi": "3.0.0",
@@ -112,11 +138,22 @@ def render(schemas_dir: Path = REPOSITORY_SCHEMAS_DIR) -> str:
                 "protocol": "amqp",
                 "protocolVersion": "0.9.1",
                 "description": "RabbitMQ of the full stack (AMQP_URL)",
-            }
+            },
+            "webhook-endpoint": {
+                "host": "receiver.example.com",
+                "protocol": "https",
+                "description": (
+                    "A webhook endpoint registered with Lyceum: it receives signed POSTs "
+                    "(Standard Webhooks), see docs/webhooks.md"
+                ),
+            },
         },
         "channels": channels,
         "operations": operations,
-        "components": {"schemas": {"CloudEvent": CLOUD_EVENT}, "messages": messages},
+        "components": {
+            "schemas": {"CloudEvent": CLOUD_EVENT, "WebhookBody": WEBHOOK_BODY},
+            "messages": messages,
+        },
     }
     header = "# Generated by `python -m services.webhooks.asyncapi` from docs/events/schemas/.\n"
     # Through JSON first, so that YAML writes plain data without anchors or tags.

@@ -1,16 +1,25 @@
 """Sends due deliveries from the database: claims them (SKIP LOCKED, so that several webhook
 processes never send the same attempt), posts them concurrently with a per-endpoint limit,
-records each attempt and schedules the next. Nothing waits in memory for a retry."""
+records each attempt and schedules the next. Nothing waits in memory for a retry.
+
+Fairness: each endpoint has at most `WEBHOOK_ENDPOINT_CONCURRENCY` attempts in flight; an
+endpoint that is failing (every attempt since its last success failed, e.g. timed out) at
+most `WEBHOOK_FAILING_ENDPOINT_CONCURRENCY`, and all failing endpoints together at most
+half the process's slots. Healthy endpoints are claimed first, so endpoints that never
+answer cannot hold every slot."""
 
 import asyncio
 import contextlib
 import functools
+import os
+import socket
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.webhooks.events import DELIVERIES_DUE, record_endpoint_disabled
@@ -23,20 +32,24 @@ from services.webhooks.models import (
     Endpoint,
     Message,
 )
-from services.webhooks.sender import AttemptResult, Sender
+from services.webhooks.sender import AttemptResult, Sender, describe
 from services.webhooks.settings import WebhooksSettings
 from services.webhooks.signing import signed_headers
-from services.webhooks.url_safety import parse_networks
+from services.webhooks.url_safety import Resolver, parse_networks
 from shared.db import Database, utcnow
 from shared.logging import get_logger
 from shared.wakeups import WakeOnCommitLoop
 
 log = get_logger(__name__)
 
+# Names this process in the attempt log lines (`webhook_attempt`), which only a sender writes.
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
 
 @dataclass(frozen=True)
 class Job:
     delivery_id: uuid.UUID
+    claim_token: uuid.UUID
     endpoint_id: uuid.UUID
     url: str
     signing_secrets: list[str]
@@ -53,7 +66,7 @@ def signing_secrets(endpoint: Endpoint, now: datetime) -> list[str]:
 
 
 class Dispatcher:
-    def __init__(self, database: Database, settings: WebhooksSettings) -> None:
+    def __init__(self, database: Database, settings: WebhooksSettings, resolver: Resolver) -> None:
         self._database = database
         self._delays = settings.retry_delays()
         self._disable_after = timedelta(seconds=settings.webhook_disable_after_seconds)
@@ -61,12 +74,19 @@ class Dispatcher:
         self._lease = timedelta(seconds=2 * settings.webhook_attempt_timeout_seconds + 5)
         self._concurrency = settings.webhook_concurrency
         self._endpoint_concurrency = settings.webhook_endpoint_concurrency
+        self._failing_endpoint_concurrency = min(
+            settings.webhook_failing_endpoint_concurrency, settings.webhook_endpoint_concurrency
+        )
+        self._failing_concurrency = settings.failing_concurrency()
         self._sender = Sender(
             parse_networks(settings.webhook_allowed_networks),
             settings.webhook_attempt_timeout_seconds,
             settings.webhook_response_body_limit,
+            resolver,
+            keepalive_per_host=settings.webhook_endpoint_concurrency,
         )
         self._in_flight: Counter[uuid.UUID] = Counter()
+        self._failing_in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = WakeOnCommitLoop(
             database,
@@ -100,6 +120,7 @@ class Dispatcher:
         jobs = await self._claim(free)
         for job in jobs:
             self._in_flight[job.endpoint_id] += 1
+            self._failing_in_flight += int(job.endpoint_failing)
             task = asyncio.create_task(self._attempt(job))
             self._tasks.add(task)
             task.add_done_callback(functools.partial(self._finished, job))
@@ -110,16 +131,16 @@ class Dispatcher:
         self._in_flight[job.endpoint_id] -= 1
         if self._in_flight[job.endpoint_id] <= 0:
             del self._in_flight[job.endpoint_id]
+        self._failing_in_flight -= int(job.endpoint_failing)
         self._loop.wake()
 
-    async def _claim(self, limit: int) -> list[Job]:
-        now = utcnow()
-        busy = [
-            endpoint_id
-            for endpoint_id, count in self._in_flight.items()
-            if count >= self._endpoint_concurrency
-        ]
-        # At most the per-endpoint limit from each endpoint, so one cannot fill every slot.
+    def _due(self, now: datetime, failing: bool, cap: int) -> Select[Delivery]:
+        """Due deliveries of healthy (or failing) endpoints, at most `cap` per endpoint
+        counting those in flight here, earliest first."""
+        busy = [endpoint_id for endpoint_id, count in self._in_flight.items() if count >= cap]
+        failing_filter = (
+            Endpoint.failing_since.is_not(None) if failing else Endpoint.failing_since.is_(None)
+        )
         ranked = (
             select(
                 Delivery.id,
@@ -128,7 +149,12 @@ class Dispatcher:
                 .label("rank"),
             )
             .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
-            .where(Delivery.status == PENDING, Delivery.next_attempt_at <= now, Endpoint.enabled)
+            .where(
+                Delivery.status == PENDING,
+                Delivery.next_attempt_at <= now,
+                Endpoint.enabled,
+                failing_filter,
+            )
         )
         if busy:
             ranked = ranked.where(Delivery.endpoint_id.not_in(busy))
@@ -139,33 +165,43 @@ class Dispatcher:
         query = (
             select(Delivery)
             .where(
-                Delivery.id.in_(
-                    select(candidates.c.id).where(candidates.c.rank <= self._endpoint_concurrency)
-                ),
+                Delivery.id.in_(select(candidates.c.id).where(candidates.c.rank <= cap)),
                 Delivery.status == PENDING,
                 Delivery.next_attempt_at <= now,
             )
             .order_by(Delivery.next_attempt_at)
-            .limit(limit)
         )
         if not self._database.is_sqlite:
             query = query.with_for_update(skip_locked=True)
+        return query
+
+    async def _claim(self, limit: int) -> list[Job]:
+        now = utcnow()
+        failing_room = max(0, self._failing_concurrency - self._failing_in_flight)
         async with self._database.sessions() as session, session.begin():
-            deliveries = (await session.scalars(query)).all()
-            room = Counter(
-                {
-                    d.endpoint_id: self._endpoint_concurrency - self._in_flight[d.endpoint_id]
-                    for d in deliveries
-                }
-            )
-            chosen = []
-            for delivery in deliveries:
-                if room[delivery.endpoint_id] > 0:
-                    room[delivery.endpoint_id] -= 1
-                    delivery.next_attempt_at = now + self._lease
-                    chosen.append(delivery)
+            chosen: list[Delivery] = []
+            # Healthy endpoints first, then failing ones within their own, smaller budget.
+            for failing, cap, budget in (
+                (False, self._endpoint_concurrency, limit),
+                (True, self._failing_endpoint_concurrency, failing_room),
+            ):
+                budget = min(budget, limit - len(chosen))
+                if budget <= 0:
+                    continue
+                query = self._due(now, failing, cap).limit(budget)
+                deliveries = (await session.scalars(query)).all()
+                room = Counter(
+                    {d.endpoint_id: cap - self._in_flight[d.endpoint_id] for d in deliveries}
+                )
+                for delivery in deliveries:
+                    if room[delivery.endpoint_id] > 0:
+                        room[delivery.endpoint_id] -= 1
+                        chosen.append(delivery)
             if not chosen:
                 return []
+            for delivery in chosen:
+                delivery.next_attempt_at = now + self._lease
+                delivery.claim_token = uuid.uuid4()
             endpoints = {
                 e.id: e
                 for e in await session.scalars(
@@ -177,35 +213,59 @@ class Dispatcher:
                     Message.id.in_({d.message_id for d in chosen})
                 )
             )
-            bodies = dict(rows.tuples().all())
-            return [
-                Job(
-                    delivery_id=d.id,
-                    endpoint_id=d.endpoint_id,
-                    url=endpoints[d.endpoint_id].url,
-                    signing_secrets=signing_secrets(endpoints[d.endpoint_id], now),
-                    message_id=d.message_id,
-                    body=bodies[d.message_id],
-                    endpoint_failing=endpoints[d.endpoint_id].failing_since is not None,
+            bodies = dict(rows.all())
+            jobs = []
+            for d in chosen:
+                assert d.claim_token is not None
+                endpoint = endpoints[d.endpoint_id]
+                jobs.append(
+                    Job(
+                        delivery_id=d.id,
+                        claim_token=d.claim_token,
+                        endpoint_id=d.endpoint_id,
+                        url=endpoint.url,
+                        signing_secrets=signing_secrets(endpoint, now),
+                        message_id=d.message_id,
+                        body=bodies[d.message_id],
+                        endpoint_failing=endpoint.failing_since is not None,
+                    )
                 )
-                for d in chosen
-            ]
+            return jobs
 
     async def _attempt(self, job: Job) -> None:
         attempted_at = utcnow()
-        headers = signed_headers(job.message_id, attempted_at, job.body, job.signing_secrets)
-        result = await self._sender.send(job.url, headers, job.body)
+        started = time.monotonic()
+        try:
+            headers = signed_headers(job.message_id, attempted_at, job.body, job.signing_secrets)
+            result = await self._sender.send(job.url, headers, job.body)
+        except Exception as exc:
+            # send() reports its own failures; this is for anything before or around it.
+            log.warning(
+                "webhook_attempt_failed_early", delivery_id=str(job.delivery_id), exc_info=True
+            )
+            elapsed = int((time.monotonic() - started) * 1000)
+            result = AttemptResult(None, None, elapsed, describe(exc))
         try:
             await self._record(job, attempted_at, result)
         except Exception:
-            # The claim lapses and another attempt follows: at least once, never lost.
             log.exception("webhook_attempt_not_recorded", delivery_id=str(job.delivery_id))
-            return
+            # Perhaps the answer itself could not be stored: the outcome without it, then.
+            error = result.error
+            if error is not None:
+                error = f"{error[:400]} (the response could not be stored)"
+            bare = AttemptResult(result.status, None, result.duration_ms, error)
+            try:
+                await self._record(job, attempted_at, bare)
+            except Exception:
+                # The claim lapses and another attempt follows: at least once, never lost.
+                log.exception("webhook_attempt_not_recorded", delivery_id=str(job.delivery_id))
+                return
         log.info(
             "webhook_attempt",
             delivery_id=str(job.delivery_id),
             message_id=job.message_id,
             endpoint_id=str(job.endpoint_id),
+            worker=WORKER,
             status=result.status,
             error=result.error,
             duration_ms=result.duration_ms,
@@ -225,23 +285,39 @@ class Dispatcher:
                 # The common case, in two statements.
                 succeeded = await session.execute(
                     update(Delivery)
-                    .where(Delivery.id == job.delivery_id)
+                    .where(Delivery.id == job.delivery_id, Delivery.claim_token == job.claim_token)
                     .values(
                         status=SUCCEEDED,
                         next_attempt_at=None,
+                        claim_token=None,
                         attempt_count=Delivery.attempt_count + 1,
                     )
                     .execution_options(synchronize_session=False)
                 )
                 if succeeded.rowcount == 1:  # type: ignore[attr-defined]
                     session.add(attempt)
-                return
-            delivery = await session.get(Delivery, job.delivery_id)
-            endpoint = await session.get(Endpoint, job.endpoint_id)
-            if delivery is None or endpoint is None:
+                    return
+            # Endpoint before delivery, in the order deleting an endpoint locks them (its
+            # deliveries go with it), so that the two never deadlock. NO KEY UPDATE locks:
+            # new deliveries and attempts that refer to these rows are not held up.
+            lock = {"key_share": True}
+            endpoint = await session.get(Endpoint, job.endpoint_id, with_for_update=lock)
+            delivery = await session.get(Delivery, job.delivery_id, with_for_update=lock)
+            if endpoint is None or delivery is None:
                 return  # the endpoint was deleted meanwhile
+            # The request was sent, so it goes in the log in any case.
             session.add(attempt)
+            if delivery.claim_token != job.claim_token:
+                # Someone else holds the delivery now (the claim lapsed, or an admin asked
+                # for a retry after it lapsed): their attempt decides what happens next.
+                log.warning(
+                    "webhook_attempt_claim_lost",
+                    delivery_id=str(job.delivery_id),
+                    message_id=job.message_id,
+                )
+                return
             delivery.attempt_count += 1
+            delivery.claim_token = None
             if result.succeeded:
                 delivery.status, delivery.next_attempt_at = SUCCEEDED, None
                 endpoint.failing_since = None

@@ -59,6 +59,9 @@ class Delivery(TimestampMixin, Base):
     attempt_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     # When the next attempt is due; while one is in flight, when its claim lapses.
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Set by the worker that claimed the delivery for an attempt; only that worker records
+    # the attempt's outcome on the delivery, and only while the token is still this one.
+    claim_token: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
     message: Mapped[Message] = relationship(lazy="raise")
     attempts: Mapped[list["Attempt"]] = relationship(

@@ -4,7 +4,7 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 
@@ -24,7 +24,7 @@ from services.webhooks.schemas import (
 )
 from services.webhooks.settings import WebhooksSettings
 from services.webhooks.signing import new_secret
-from services.webhooks.url_safety import UnsafeUrl, parse_networks, resolve_checked
+from services.webhooks.url_safety import Resolver, UnsafeUrl, parse_networks, resolve_checked
 from shared.db import db_session, utcnow
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.pagination import Page, PageParams, Pagination, page_params, paginate
@@ -43,8 +43,9 @@ def settings_of(request: Request) -> WebhooksSettings:
 
 async def checked_url(request: Request, url: str) -> str:
     allowed = parse_networks(settings_of(request).webhook_allowed_networks)
+    resolver: Resolver = request.app.state.webhook_resolver
     try:
-        await resolve_checked(url, allowed)
+        await resolve_checked(url, allowed, resolver)
     except UnsafeUrl as exc:
         raise ValidationFailed(
             "The endpoint URL is not allowed", details={"field": "url", "issue": str(exc)}
@@ -220,7 +221,7 @@ async def recover_failed(
             Delivery.status == FAILED,
             Delivery.created_at >= body.since,
         )
-        .values(status=PENDING, next_attempt_at=utcnow())
+        .values(status=PENDING, next_attempt_at=utcnow(), claim_token=None)
         .execution_options(synchronize_session=False)
     )
     flag_work(session, DELIVERIES_DUE)
@@ -243,10 +244,32 @@ async def retry_delivery(
     endpoint = await load_endpoint(session, delivery.endpoint_id)
     if not endpoint.enabled:
         raise Conflict("The endpoint is disabled; enable it first")
-    delivery.status, delivery.next_attempt_at = PENDING, utcnow()
+    now = utcnow()
+    # Not while an attempt is in flight (claimed, and its claim has not lapsed): sending
+    # again now would deliver twice at once. Checked in the UPDATE itself, so that a
+    # worker claiming the delivery meanwhile is seen too.
+    retried = await session.execute(
+        update(Delivery)
+        .where(
+            Delivery.id == delivery_id,
+            or_(Delivery.claim_token.is_(None), Delivery.next_attempt_at <= now),
+        )
+        .values(status=PENDING, next_attempt_at=now, claim_token=None)
+        .execution_options(synchronize_session=False)
+    )
+    if retried.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict("An attempt of this delivery is in flight; retry once it is logged")
     flag_work(session, DELIVERIES_DUE)
     await session.commit()
-    return delivery_view(delivery)
+    return delivery_view(
+        (
+            await session.scalars(
+                deliveries_query()
+                .where(Delivery.id == delivery_id)
+                .execution_options(populate_existing=True)
+            )
+        ).one()
+    )
 
 
 @router.get("/event-types", response_model=Page[EventTypeResponse])

@@ -4,6 +4,7 @@ deliveries, filters, retries with the attempt log, replay, auto-disable, URL saf
 import asyncio
 import contextlib
 import socket
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -90,7 +91,9 @@ class Receiver:
         earlier = [r for r in self.received if r.webhook_id == received.webhook_id]
         self.received.append(received)
         received.answered = await self.answer(received, earlier)
-        return Response(status_code=received.answered)
+        redirect = 300 <= received.answered < 400
+        location = {"location": f"{request.url.path}/moved"} if redirect else None
+        return Response(status_code=received.answered, headers=location)
 
     def payloads(self, event_type: str | None = None) -> list[dict[str, Any]]:
         return [
@@ -156,6 +159,34 @@ async def deliveries(
     assert response.status_code == 200, response.text
     data: list[dict[str, Any]] = response.json()["data"]
     return data
+
+
+async def rename_burst(
+    client: httpx.AsyncClient, tokens: dict[str, Any], names: list[str], pause: float = 0.0
+) -> None:
+    """One `user.updated` per name, each committed before the next."""
+    for name in names:
+        response = await client.patch(
+            "/api/v1/users/me", headers=bearer(tokens), json={"name": name}
+        )
+        assert response.status_code == 200, response.text
+        await asyncio.sleep(pause)
+
+
+def about_names(receiver: Receiver, names: list[str]) -> list[Received]:
+    """Verified `user.updated` requests about one of `names`."""
+    wanted = set(names)
+    return [
+        r
+        for r in receiver.received
+        if r.payload is not None
+        and r.payload["type"] == "user.updated"
+        and r.payload["data"]["name"] in wanted
+    ]
+
+
+def names_delivered(receiver: Receiver, names: list[str]) -> set[str]:
+    return {r.payload["data"]["name"] for r in about_names(receiver, names) if r.payload}
 
 
 async def test_receiver_verifies_user_created_and_course_filter_gets_nothing(
@@ -234,6 +265,76 @@ async def test_failing_twice_then_delivered_with_the_same_webhook_id(stack: Stac
             await delete_endpoint(client, admin, endpoint)
 
 
+async def test_a_redirect_is_a_failed_attempt_and_is_not_followed(stack: Stack) -> None:
+    async def redirect_once(_received: Received, earlier: list[Received]) -> int:
+        return 302 if not earlier else 200
+
+    async with stack.client() as client, receiving(redirect_once) as receiver:
+        admin = await admin_tokens(client)
+        endpoint = await create_endpoint(client, admin, receiver, ["webhook.test"])
+        try:
+            ping = await client.post(f"{ENDPOINTS}/{endpoint['id']}/test", headers=bearer(admin))
+            assert ping.status_code == 202
+            delivery_url = f"/api/v1/webhooks/deliveries/{ping.json()['id']}"
+
+            async def settled() -> dict[str, Any] | None:
+                response = await client.get(delivery_url, headers=bearer(admin))
+                body: dict[str, Any] = response.json()
+                return body if body["status"] == "succeeded" else None
+
+            log = await eventually(settled, interval=0.3)
+            assert [a["response_status"] for a in log["attempts"]] == [302, 200]
+            assert log["attempts"][0]["error"] == "HTTP 302"
+            # Both requests went to the endpoint's URL; the Location was never followed.
+            assert [r.answered for r in receiver.received] == [302, 200]
+        finally:
+            await delete_endpoint(client, admin, endpoint)
+
+
+async def test_an_endpoint_that_never_answers_does_not_hold_up_a_healthy_one(
+    stack: Stack,
+) -> None:
+    """Three endpoints that never answer (each attempt times out) next to a healthy one
+    that subscribes to the same events: the healthy one gets every event."""
+    hang = asyncio.Event()
+
+    async def never(_received: Received, _earlier: list[Received]) -> int:
+        await hang.wait()
+        return 204
+
+    tag = uuid.uuid4().hex[:6]
+    names = [f"fair-{tag}-{i}" for i in range(30)]
+    async with stack.client() as client, receiving() as healthy, receiving(never) as hanging:
+        admin = await admin_tokens(client)
+        _, tokens = await signed_up(client)
+        created: list[dict[str, Any]] = []
+        try:
+            for _ in range(3):
+                created.append(await create_endpoint(client, admin, hanging, ["user.updated"]))
+            stuck = list(created)
+            created.append(await create_endpoint(client, admin, healthy, ["user.updated"]))
+            await rename_burst(client, tokens, names)
+
+            async def all_delivered() -> bool:
+                return names_delivered(healthy, names) == set(names)
+
+            await eventually(all_delivered, within_seconds=60, interval=0.3)
+            assert len({r.webhook_id for r in about_names(healthy, names)}) == len(names)
+
+            async def timed_out() -> bool:
+                logs = [await deliveries(client, admin, endpoint) for endpoint in stuck]
+                errors = {a["error"] for log in logs for d in log for a in d["attempts"]}
+                return "Timed out" in errors
+
+            await eventually(timed_out, within_seconds=30, interval=0.5)
+            assert hanging.received
+            assert all(r.answered is None for r in hanging.received)
+        finally:
+            hang.set()
+            for endpoint in created:
+                await delete_endpoint(client, admin, endpoint)
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -243,7 +344,11 @@ async def test_failing_twice_then_delivered_with_the_same_webhook_id(stack: Stac
         "http://10.1.2.3/hook",
         "http://169.254.169.254/latest/meta-data",
         "http://[::ffff:127.0.0.1]/hook",
+        "http://[2002:7f00:1::1]/hook",
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data",
         "http://0.0.0.0/hook",
+        "http://2130706433/hook",
+        "http://☃.example/hook",
         "ftp://example.com/hook",
         "http:///hook",
         "http://user:pass@127.0.0.2/hook",
@@ -255,6 +360,21 @@ async def test_internal_and_odd_urls_are_refused(stack: Stack, url: str) -> None
         response = await client.post(ENDPOINTS, headers=bearer(admin), json={"url": url})
         body = assert_envelope(response, 400, "VALIDATION_ERROR")
         assert body["error"]["details"]["field"] == "url"
+
+
+async def test_loopback_targets_are_refused_unless_their_network_is_allowed(stack: Stack) -> None:
+    """The stacks allow 127.0.0.2/32 only: the usual loopback forms stay refused."""
+    async with stack.client() as client:
+        admin = await admin_tokens(client)
+        for url in (
+            "http://127.0.0.1:8080/hook",
+            "http://localhost:8080/hook",
+            "http://[::1]:8080/hook",
+        ):
+            response = await client.post(ENDPOINTS, headers=bearer(admin), json={"url": url})
+            body = assert_envelope(response, 400, "VALIDATION_ERROR")
+            assert body["error"]["details"]["field"] == "url"
+            assert "is an internal address" in body["error"]["details"]["issue"], url
 
 
 async def test_allowed_network_is_accepted_and_patching_to_internal_is_refused(
@@ -280,15 +400,34 @@ async def test_only_admins_manage_webhooks(stack: Stack) -> None:
     async with stack.client() as client:
         _, student = await signed_up(client)
         some_id = "00000000-0000-4000-8000-000000000000"
-        for method, path in (
+        routes = {
             ("GET", ENDPOINTS),
             ("POST", ENDPOINTS),
             ("GET", f"{ENDPOINTS}/{some_id}"),
+            ("PATCH", f"{ENDPOINTS}/{some_id}"),
             ("DELETE", f"{ENDPOINTS}/{some_id}"),
+            ("POST", f"{ENDPOINTS}/{some_id}/rotate-secret"),
             ("POST", f"{ENDPOINTS}/{some_id}/test"),
+            ("GET", f"{ENDPOINTS}/{some_id}/deliveries"),
+            ("POST", f"{ENDPOINTS}/{some_id}/recover"),
             ("GET", "/api/v1/webhooks/event-types"),
+            ("GET", f"/api/v1/webhooks/deliveries/{some_id}"),
             ("POST", f"/api/v1/webhooks/deliveries/{some_id}/retry"),
-        ):
+        }
+        # Every route of the service is in the list (the gateway forwards them all).
+        async with httpx.AsyncClient(base_url=stack.service_url(6)) as service:
+            spec = (await service.get("/openapi.json")).json()
+        documented = {
+            (
+                method.upper(),
+                path.replace("{endpoint_id}", some_id).replace("{delivery_id}", some_id),
+            )
+            for path, operations in spec["paths"].items()
+            if path.startswith("/api/v1/webhooks")
+            for method in operations
+        }
+        assert documented == routes
+        for method, path in sorted(routes):
             response = await client.request(method, path, headers=bearer(student), json={})
             assert_envelope(response, 403, "PERMISSION_DENIED")
         assert_envelope(await client.get(ENDPOINTS), 401, "AUTHENTICATION_REQUIRED")

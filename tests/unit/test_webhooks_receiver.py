@@ -45,3 +45,30 @@ async def test_example_receiver_verifies_and_handles_each_message_once(
     assert handled == [
         {"type": "user.created", "timestamp": "2026-01-01T00:00:00Z", "data": {"id": "1"}}
     ]
+
+
+async def test_a_message_whose_handling_failed_is_handled_again_on_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    example = load_example()
+    handled: list[dict[str, Any]] = []
+    failures = [RuntimeError("the database is down")]
+
+    def flaky(payload: dict[str, Any]) -> None:
+        if failures:
+            raise failures.pop()
+        handled.append(payload)
+
+    monkeypatch.setattr(example, "handle", flaky)
+    secret = new_secret()
+    app = example.create_app([secret])
+    body = '{"type":"user.created","timestamp":"2026-01-01T00:00:00Z","data":{"id":"1"}}'
+    headers = signed_headers("msg-1", datetime.now(UTC), body, [secret])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://receiver") as client:
+        failed = await client.post("/webhooks", content=body, headers=headers)
+        retried = await client.post("/webhooks", content=body, headers=headers)
+        again = await client.post("/webhooks", content=body, headers=headers)
+    assert failed.status_code == 500  # not acknowledged: Lyceum sends it again
+    assert (retried.status_code, again.status_code) == (204, 204)
+    assert len(handled) == 1
