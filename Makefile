@@ -38,14 +38,14 @@ test-e2e: $(STAMP) ## End-to-end tests only (embedded and full stack)
 lint: $(STAMP) ## ruff (lint and format check) and mypy
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
-	@$(BIN)/mypy shared gateway services launcher tests
+	@$(BIN)/mypy shared gateway services launcher tests bench
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
 	@$(BIN)/ruff check --fix .
 	@$(BIN)/ruff format .
 
 typecheck: $(STAMP)
-	@$(BIN)/mypy shared gateway services launcher tests
+	@$(BIN)/mypy shared gateway services launcher tests bench
 
 migration: $(STAMP) ## New migration: make migration SERVICE=users MESSAGE="add avatar"
 	@test -n "$(SERVICE)" -a -n "$(MESSAGE)" || (echo 'usage: make migration SERVICE=name MESSAGE="what changed"'; exit 2)

@@ -11,8 +11,7 @@ import jsonschema
 from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from shared.testing import Stack
-from tests.e2e.helpers import bearer
-from tests.e2e.test_courses import (
+from tests.e2e.course_helpers import (
     account,
     complete_every_lesson,
     enroll,
@@ -20,6 +19,7 @@ from tests.e2e.test_courses import (
     published_course,
     unique_word,
 )
+from tests.e2e.helpers import bearer
 
 SCHEMAS = Path(__file__).parents[2] / "docs" / "events" / "schemas"
 COURSE_EVENTS = (

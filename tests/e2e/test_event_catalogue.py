@@ -16,7 +16,7 @@ from services.webhooks.asyncapi import DOCUMENT_PATH, render
 from services.webhooks.settings import REPOSITORY_SCHEMAS_DIR
 from shared.testing import Stack, eventually
 from tests.e2e.helpers import admin_tokens, bearer, signed_up
-from tests.e2e.test_webhooks import (
+from tests.e2e.webhook_receivers import (
     ENDPOINTS,
     RECEIVER_HOST,
     create_endpoint,

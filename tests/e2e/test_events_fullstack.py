@@ -3,42 +3,14 @@ outbox does while the broker is away."""
 
 import asyncio
 import json
-import uuid
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractChannel
 
 from shared.testing import Stack, eventually
+from tests.e2e.bus_helpers import drain, other_team_queue
 from tests.e2e.helpers import admin_tokens, bearer, register, unique_email
-
-
-async def other_team_queue(channel: AbstractChannel, stack: Stack, binding: str) -> AbstractQueue:
-    queue = await channel.declare_queue(
-        f"other-team-{uuid.uuid4().hex[:8]}", exclusive=True, auto_delete=True
-    )
-    await queue.bind(stack.exchange, binding)
-    return queue
-
-
-async def drain(
-    queue: AbstractQueue, want: int, email_prefix: str, within_seconds: float = 30.0
-) -> list[AbstractIncomingMessage]:
-    """Collects `want` events about users whose email starts with `email_prefix` (other
-    tests of the session may publish meanwhile)."""
-    received: list[AbstractIncomingMessage] = []
-
-    async def collect() -> None:
-        async with queue.iterator() as messages:
-            async for message in messages:
-                await message.ack()
-                if json.loads(message.body)["data"]["email"].startswith(email_prefix):
-                    received.append(message)
-                if len(received) >= want:
-                    return
-
-    await asyncio.wait_for(collect(), within_seconds)
-    return received
 
 
 async def test_another_team_receives_user_created_as_cloudevents(

@@ -4,6 +4,8 @@
 from aio_pika.abc import AbstractChannel
 
 from shared.testing import Stack
+from tests.e2e.bus_helpers import drain, other_team_queue
+from tests.e2e.gateway_helpers import metric
 from tests.e2e.helpers import (
     PASSWORD,
     admin_tokens,
@@ -12,8 +14,6 @@ from tests.e2e.helpers import (
     signed_up,
     unique_email,
 )
-from tests.e2e.test_events_fullstack import drain, other_team_queue
-from tests.e2e.test_gateway_helpers import metric
 
 
 async def test_openapi_merges_every_service_under_the_gateway_paths(stack: Stack) -> None:

@@ -11,8 +11,7 @@ import pytest
 
 from shared.testing import Stack, TcpProxy, eventually
 from tests.conftest import REDIS, unreachable_dependencies
-from tests.e2e.helpers import assert_envelope, bearer, signed_up
-from tests.e2e.test_gateway_helpers import (
+from tests.e2e.gateway_helpers import (
     MIB,
     PREFIX,
     GatewayProcess,
@@ -21,6 +20,7 @@ from tests.e2e.test_gateway_helpers import (
     metric,
     upstream_env,
 )
+from tests.e2e.helpers import assert_envelope, bearer, signed_up
 
 
 @pytest.fixture(scope="module")

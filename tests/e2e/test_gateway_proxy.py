@@ -14,8 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from shared.testing import eventually
-from tests.e2e.helpers import assert_envelope
-from tests.e2e.test_gateway_helpers import (
+from tests.e2e.gateway_helpers import (
     MIB,
     PREFIX,
     GatewayProcess,
@@ -23,6 +22,7 @@ from tests.e2e.test_gateway_helpers import (
     UpstreamProcess,
     upstream_env,
 )
+from tests.e2e.helpers import assert_envelope
 
 TRANSFER_MB = 200
 # RSS growth allowed while 200 MB pass through: a fraction of the body, not the body.

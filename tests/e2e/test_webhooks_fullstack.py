@@ -17,7 +17,7 @@ import httpx
 
 from shared.testing import Stack, eventually, free_port_block
 from tests.e2e.helpers import admin_tokens, register, signed_up
-from tests.e2e.test_webhooks import (
+from tests.e2e.webhook_receivers import (
     Received,
     Receiver,
     about_names,

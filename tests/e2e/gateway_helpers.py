@@ -1,6 +1,6 @@
 """A small upstream for the gateway's tests (downloads, uploads, SSE, a WebSocket echo, slow
 and failing endpoints, a JWKS of its own), and the processes the tests start: a gateway and
-that upstream, each killable. `python -m tests.e2e.test_gateway_helpers PORT` serves it."""
+that upstream, each killable. `python -m tests.e2e.gateway_helpers PORT` serves it."""
 
 import asyncio
 import json
@@ -284,7 +284,7 @@ class UpstreamProcess(Process):
 
     def start(self) -> "UpstreamProcess":
         self._spawn(
-            ["-m", "tests.e2e.test_gateway_helpers", str(self.port)],
+            ["-m", "tests.e2e.gateway_helpers", str(self.port)],
             {SIGNING_KEY_ENV: self.key.pem},
         )
         return self
