@@ -55,6 +55,24 @@ def wait_until(
         time.sleep(interval)
 
 
+def token_claims(**overrides: Any) -> dict[str, Any]:
+    """The claims of a valid Lyceum access token for a new student, valid for ten minutes;
+    `overrides` change or add claims."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": "lyceum",
+        "aud": "lyceum-api",
+        "sub": str(uuid.uuid4()),
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+        "jti": str(uuid.uuid4()),
+        "roles": ["student"],
+    }
+    claims.update(overrides)
+    return claims
+
+
 async def eventually(
     condition: Callable[[], Any], *, within_seconds: float = 15.0, interval: float = 0.1
 ) -> Any:

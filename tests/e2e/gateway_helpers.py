@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from shared.testing import free_port_block, wait_until
+from shared.testing import free_port_block, token_claims, wait_until
 
 MIB = 1024 * 1024
 KID = "gateway-test-key"
@@ -207,18 +206,7 @@ class SigningKey:
         ).decode()
 
     def token(self, **claims: Any) -> str:
-        now = int(time.time())
-        payload: dict[str, Any] = {
-            "iss": "lyceum",
-            "aud": "lyceum-api",
-            "sub": str(uuid.uuid4()),
-            "iat": now,
-            "nbf": now,
-            "exp": now + 600,
-            "jti": str(uuid.uuid4()),
-            "roles": ["student"],
-        }
-        payload.update(claims)
+        payload = token_claims(**claims)
         return jwt.encode(payload, self.private_key, algorithm="EdDSA", headers={"kid": KID})
 
 

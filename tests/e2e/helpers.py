@@ -1,6 +1,5 @@
 """What a client of the gateway does again and again."""
 
-import time
 import uuid
 from typing import Any
 
@@ -10,7 +9,7 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from shared.testing import Stack, eventually
+from shared.testing import Stack, eventually, token_claims
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 
 PASSWORD = "correct horse battery"
@@ -92,16 +91,5 @@ async def mint_token(stack: Stack, **claims: Any) -> str:
         ).one()
     await engine.dispose()
     key = serialization.load_pem_private_key(row.private_key_pem.encode(), None)
-    now = int(time.time())
-    payload = {
-        "iss": "lyceum",
-        "aud": "lyceum-api",
-        "sub": str(uuid.uuid4()),
-        "iat": now,
-        "nbf": now,
-        "exp": now + 600,
-        "jti": str(uuid.uuid4()),
-        "roles": ["admin"],
-    }
-    payload.update(claims)
+    payload = token_claims(**{"roles": ["admin"], **claims})
     return jwt.encode(payload, key, algorithm="EdDSA", headers={"kid": row.kid})  # type: ignore[arg-type]

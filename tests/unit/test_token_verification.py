@@ -12,27 +12,14 @@ from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
 from shared.errors import InvalidToken, ServiceUnavailable, TokenExpired
 from shared.revocation import MemoryRevocationStore, revocation_store
 from shared.security import CallableKeySource, TokenVerifier
-from shared.testing import free_port_block
+from shared.testing import free_port_block, token_claims
 
 SIGNING_KEY = Ed25519PrivateKey.generate()
 KID = "key-1"
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
-    now = int(time.time())
-    base = {
-        "iss": "lyceum",
-        "aud": "lyceum-api",
-        "sub": str(uuid.uuid4()),
-        "iat": now,
-        "nbf": now,
-        "exp": now + 600,
-        "jti": str(uuid.uuid4()),
-        "sid": str(uuid.uuid4()),
-        "roles": ["student"],
-    }
-    base.update(overrides)
-    return base
+    return token_claims(**{"sid": str(uuid.uuid4()), **overrides})
 
 
 def sign(
