@@ -25,7 +25,13 @@ class RevocationStore(Protocol):
     async def revoke_session(self, session_id: str, ttl_seconds: int) -> None: ...
 
     async def is_revoked(
-        self, jti: str, user_id: str, issued_at: int, session_id: str | None = None
+        self,
+        jti: str,
+        user_id: str,
+        issued_at: int,
+        session_id: str | None = None,
+        *,
+        long_lived: bool = False,
     ) -> bool: ...
 
     async def ping(self) -> bool: ...
@@ -50,7 +56,13 @@ class MemoryRevocationStore:
         self._sessions[session_id] = int(time.time()) + ttl_seconds
 
     async def is_revoked(
-        self, jti: str, user_id: str, issued_at: int, session_id: str | None = None
+        self,
+        jti: str,
+        user_id: str,
+        issued_at: int,
+        session_id: str | None = None,
+        *,
+        long_lived: bool = False,
     ) -> bool:
         now = int(time.time())
         for entries, key in ((self._tokens, jti), (self._sessions, session_id)):
@@ -77,9 +89,11 @@ class MemoryRevocationStore:
 
 class RedisRevocationStore:
     """`fail_open`: while Redis cannot be reached, tokens count as not revoked (they still
-    expire on time) rather than every authenticated request failing; else the lookup raises
-    ServiceUnavailable (503 in the envelope). `on_error` is called on every failed lookup
-    (the gateway counts them in a metric)."""
+    expire within minutes) rather than every authenticated request failing; else the lookup
+    raises ServiceUnavailable (503 in the envelope). A `long_lived` token (an API token,
+    valid for up to a year) never fails open: a revoked one must not come back for the
+    length of an outage. `on_error` is called on every failed lookup (the gateway counts
+    them in a metric)."""
 
     def __init__(
         self,
@@ -107,7 +121,13 @@ class RedisRevocationStore:
         await self._redis.set(f"{self._prefix}:sid:{session_id}", 1, ex=max(1, ttl_seconds))
 
     async def is_revoked(
-        self, jti: str, user_id: str, issued_at: int, session_id: str | None = None
+        self,
+        jti: str,
+        user_id: str,
+        issued_at: int,
+        session_id: str | None = None,
+        *,
+        long_lived: bool = False,
     ) -> bool:
         try:
             token_entry, user_entry, session_entry = await self._redis.mget(
@@ -116,10 +136,11 @@ class RedisRevocationStore:
                 f"{self._prefix}:sid:{session_id or '-'}",
             )
         except (RedisError, OSError) as exc:
-            log.warning("revocation_store_unavailable", error=repr(exc), fail_open=self._fail_open)
+            fail_open = self._fail_open and not long_lived
+            log.warning("revocation_store_unavailable", error=repr(exc), fail_open=fail_open)
             if self._on_error is not None:
                 self._on_error()
-            if self._fail_open:
+            if fail_open:
                 return False
             raise ServiceUnavailable("Token revocation checks are unavailable") from exc
         if token_entry is not None or session_entry is not None:

@@ -148,7 +148,11 @@ class TokenVerifier:
                 min(identity.expires_at, time.time() + self._cache_seconds),
             )
         if await self._revocations.is_revoked(
-            identity.jti, str(identity.user_id), int(identity.claims["iat"]), identity.session_id
+            identity.jti,
+            str(identity.user_id),
+            int(identity.claims["iat"]),
+            identity.session_id,
+            long_lived=identity.claims.get("token_use") == "api",
         ):
             raise InvalidToken("Token has been revoked")
         return identity

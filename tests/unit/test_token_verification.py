@@ -162,3 +162,17 @@ async def test_an_unreachable_revocation_store_fails_open_or_answers_503() -> No
         finally:
             await store.close()
     assert len(errors) == 2, "every failed lookup is reported"
+
+
+async def test_an_api_token_is_refused_while_revocations_cannot_be_checked_even_fail_open() -> None:
+    port = free_port_block(1)  # nothing listens there
+    store = revocation_store(f"redis://127.0.0.1:{port}/0", fail_open=True)
+    verifier = TokenVerifier(
+        CountingKeys(), store, issuer="lyceum", audience="lyceum-api", algorithms=["EdDSA"]
+    )
+    try:
+        await verifier.verify(sign(claims()))  # a 15-minute access token passes
+        with pytest.raises(ServiceUnavailable):
+            await verifier.verify(sign(claims(token_use="api", exp=int(time.time()) + 86400)))
+    finally:
+        await store.close()
