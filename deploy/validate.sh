@@ -350,6 +350,43 @@ expect(
 )
 expect(not by_kind.get("Secret"), "k8s: the base must not contain a Secret")
 
+# NetworkPolicies: a service admits only Lyceum pods (the gateway at least), the gateway
+# admits anyone; nobody inside the cluster goes around the gateway's checks and limits.
+def selects(selector: dict, labels: dict) -> bool:
+    return not selector.get("matchExpressions") and all(
+        labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items()
+    )
+
+
+pod_labels = {n: d["spec"]["template"]["metadata"]["labels"] for n, d in deployments.items()}
+policies = list(by_kind.get("NetworkPolicy", {}).values())
+for name, labels in pod_labels.items():
+    selecting = [
+        p["spec"]
+        for p in policies
+        if "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
+        and selects(p["spec"].get("podSelector", {}), labels)
+    ]
+    rules = [rule for spec in selecting for rule in spec.get("ingress") or []]
+    if name == "gateway":
+        expect(
+            not selecting or any(not rule.get("from") for rule in rules),
+            "k8s gateway: its NetworkPolicies do not admit clients from anywhere",
+        )
+        continue
+    expect(bool(selecting), f"k8s {name}: no NetworkPolicy restricts who reaches it")
+    admitted: set[str] = set()
+    for rule in rules:
+        peers = rule.get("from") or []
+        expect(bool(peers), f"k8s {name}: a NetworkPolicy admits ingress from anywhere")
+        for peer in peers:
+            expect(
+                set(peer) == {"podSelector"},
+                f"k8s {name}: a NetworkPolicy admits ingress from outside Lyceum's pods: {peer}",
+            )
+            admitted |= {n for n, other in pod_labels.items() if selects(peer.get("podSelector", {}), other)}
+    expect("gateway" in admitted, f"k8s {name}: its NetworkPolicies do not admit the gateway")
+
 # The repository: every runnable service package is deployed.
 packages = ["gateway"] + sorted(p.parent.name for p in Path("services").glob("*/__main__.py"))
 for package in packages:

@@ -10,11 +10,13 @@ from launcher.embedded import run_embedded
 from launcher.full import run_full
 from launcher.infrastructure import declare_topology
 from launcher.options import LaunchOptions
+from shared.logging import configure_logging
 
 
 def main() -> None:
     mode = sys.argv[1] if len(sys.argv) > 1 else "embedded"
     options = LaunchOptions()
+    configure_logging("launcher", options.log_level, options.log_json)
     var_dir = Path(options.var_dir).resolve()
     if mode == "embedded":
         var_dir.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from launcher.options import LaunchOptions
 from launcher.readiness import wait_healthy
 from launcher.registry import GATEWAY, SERVICES
 from shared.events import process_bus
+from shared.logging import service_context
 
 
 class EmbeddedServer(uvicorn.Server):
@@ -31,7 +32,7 @@ async def run_embedded(options: LaunchOptions, var_dir: Path) -> None:
         "queue_prefix": options.queue_prefix,
         "jwks_url": options.jwks_url(),
     }
-    bus = process_bus()
+    bus = process_bus(options.event_delivery_limit)
     servers: list[tuple[str, str, EmbeddedServer]] = []
     for entry in SERVICES:
         settings = entry.settings(
@@ -68,7 +69,12 @@ async def run_embedded(options: LaunchOptions, var_dir: Path) -> None:
         loop.add_signal_handler(sig, stop.set)
 
     print(f"Starting Lyceum (embedded mode, data in {var_dir})", flush=True)
-    tasks = [asyncio.create_task(server.serve(), name=name) for name, _, server in servers]
+    # Each server runs in a context naming its service: uvicorn's own lines, the lifespan
+    # and every request of that server log it.
+    tasks = [
+        asyncio.create_task(server.serve(), name=name, context=service_context(name))
+        for name, _, server in servers
+    ]
     try:
         await asyncio.gather(*(wait_healthy(name, url) for name, url, _ in servers))
         print(f"\nLyceum is ready: {options.url(0)}  (Ctrl-C stops it)", flush=True)

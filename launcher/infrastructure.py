@@ -43,7 +43,9 @@ async def check_redis(options: LaunchOptions) -> None:
 
 async def declare_topology(options: LaunchOptions) -> None:
     """Declares every consumer's queue first, so no event published at start-up is dropped."""
-    bus = RabbitBus(options.amqp_url, options.events_exchange)
+    bus = RabbitBus(
+        options.amqp_url, options.events_exchange, delivery_limit=options.event_delivery_limit
+    )
     await bus.start()
     try:
         await bus.wait_connected(within_seconds=15)

@@ -15,7 +15,12 @@ class LaunchOptions(BaseSettings):
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     events_exchange: str = "lyceum.events"
     queue_prefix: str = "lyceum"
+    # Must be the services' EVENT_DELIVERY_LIMIT: a queue declared again with another
+    # x-delivery-limit is refused by the broker (PRECONDITION_FAILED).
+    event_delivery_limit: int = 5
     gateway_workers: int = 2
+    log_level: str = "INFO"
+    log_json: bool = True
     restart_seconds: float = 1.0
 
     def port(self, offset: int) -> int:

@@ -1,9 +1,10 @@
 """The one error envelope, and the handlers that put every failure into it."""
 
 from datetime import UTC, datetime
+from email.message import Message as MimeHeader
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -167,8 +168,37 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
 
 
+def _is_json(content_type: str) -> bool:
+    header = MimeHeader()
+    header["content-type"] = content_type
+    subtype = header.get_content_subtype()
+    return header.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+def _takes_form(request: Request) -> bool:
+    body_field = getattr(request.scope.get("route"), "body_field", None)
+    return body_field is not None and isinstance(body_field.field_info, params.Form)
+
+
+def _unsupported_body_type(request: Request, exc: RequestValidationError) -> bool:
+    """Whether the body failed validation because FastAPI did not read it as JSON: the
+    client declared a content type that is neither JSON nor a form the route takes."""
+    content_type = request.headers.get("content-type")
+    if not content_type or _is_json(content_type) or _takes_form(request):
+        return False
+    return any(tuple(error.get("loc", ()))[:1] == ("body",) for error in exc.errors())
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    if _unsupported_body_type(request, exc):
+        return error_response(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            details={"field": "content-type", "issue": "Send the body as application/json"},
+        )
     return error_response(400, "VALIDATION_ERROR", details=_validation_details(exc))
 
 

@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.errors import ValidationFailed
 
 MAX_PER_PAGE = 100
+# Far beyond any real listing, and small enough that the offset fits a 64-bit integer.
+MAX_PAGE = 1_000_000
 T = TypeVar("T")
 
 
@@ -26,7 +28,7 @@ class PageParams:
 
 
 def page_params(
-    page: int = Query(1, ge=1, description="Page number, from 1"),
+    page: int = Query(1, ge=1, le=MAX_PAGE, description="Page number, from 1"),
     per_page: int | None = Query(None, ge=1, le=MAX_PER_PAGE, description="Items per page"),
     page_size: int | None = Query(None, ge=1, le=MAX_PER_PAGE, description="Alias of per_page"),
 ) -> PageParams:

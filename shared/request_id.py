@@ -1,5 +1,5 @@
-"""`X-Request-ID` in and out of every hop, bound to the logs of the request, and one
-access-log line per request with it."""
+"""`X-Request-ID` in and out of every hop, bound to the logs of the request (with the
+name of the service answering it), and one access-log line per request with it."""
 
 import re
 import time
@@ -28,8 +28,10 @@ def accept_or_generate(candidate: str | None) -> str:
 class RequestIdMiddleware:
     """Pure ASGI, so that it costs nothing per streamed chunk."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, service: str | None = None) -> None:
         self.app = app
+        # Bound per request, so that each service of an embedded process names itself.
+        self.log_context = {"service": service} if service else {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -42,7 +44,9 @@ class RequestIdMiddleware:
                 break
         request_id = accept_or_generate(incoming)
         token = _request_id.set(request_id)
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        log_tokens = structlog.contextvars.bind_contextvars(
+            request_id=request_id, **self.log_context
+        )
         scope.setdefault("state", {})["request_id"] = request_id
         encoded = request_id.encode()
         started = time.perf_counter()
@@ -69,5 +73,5 @@ class RequestIdMiddleware:
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
-            structlog.contextvars.unbind_contextvars("request_id")
+            structlog.contextvars.reset_contextvars(**log_tokens)
             _request_id.reset(token)

@@ -8,6 +8,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import APIRouter, FastAPI
 
+from shared.body_limit import BodySizeLimitMiddleware
 from shared.db import Database
 from shared.errors import install_error_handlers
 from shared.events import connect_bus
@@ -118,8 +119,10 @@ def create_service_app(definition: ServiceDefinition, settings: ServiceSettings)
 
     app = FastAPI(title=definition.title, version="1.0.0", lifespan=lifespan)
     app.state.settings = settings
+    # Inside the error envelope and the request id, outside the routes' body parsing.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware, service=definition.name)
     app.include_router(health_router)
     for router in definition.routers:
         app.include_router(router)

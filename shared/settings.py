@@ -23,6 +23,10 @@ class ServiceSettings(BaseSettings):
     queue_prefix: str = "lyceum"
     log_level: str = "INFO"
     log_json: bool = True
+    # The largest request body the service reads (declared or streamed); beyond it 413.
+    # A service that takes uploads raises it in its own settings class. The gateway's
+    # GatewaySettings sets its own, larger default for what it lets through.
+    max_body_bytes: int = 1024 * 1024
 
     jwks_url: str = "http://127.0.0.1:8001/api/v1/auth/.well-known/jwks.json"
     jwt_issuer: str = "lyceum"

@@ -1,16 +1,20 @@
 """The stacks the end-to-end tests drive: embedded (SQLite, in-process bus) and full
-(PostgreSQL, Redis, RabbitMQ on localhost). With CI=true an unreachable full-stack
-dependency fails the run instead of skipping it."""
+(PostgreSQL, Redis, RabbitMQ on localhost). Under CI (CI=true, 1 or yes, in any case) an
+unreachable full-stack dependency fails the run instead of skipping it."""
 
 import asyncio
+import json
+import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import asyncpg
 import pytest
+import structlog
 from redis.asyncio import Redis
 
 from shared.testing import Stack, TcpProxy
@@ -20,6 +24,10 @@ ADMIN_PASSWORD = "admin-password-for-tests"
 POSTGRES = ("127.0.0.1", 5432)
 REDIS = ("127.0.0.1", 6379)
 RABBITMQ = ("127.0.0.1", 5672)
+
+
+def running_in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
 def unreachable_dependencies() -> list[str]:
@@ -68,7 +76,7 @@ class Stacks:
             missing = unreachable_dependencies()
             if missing:
                 message = f"full-stack dependencies unreachable: {', '.join(missing)}"
-                if os.environ.get("CI") == "true":
+                if running_in_ci():
                     pytest.fail(message)
                 pytest.skip(message)
             # Through proxies, so that tests can take the broker or Redis away and back.
@@ -150,3 +158,32 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         "full-stack e2e runs against PostgreSQL 127.0.0.1:5432, Redis 127.0.0.1:6379, "
         f"RabbitMQ 127.0.0.1:5672 ({state}); CI={os.environ.get('CI', '')}"
     ]
+
+
+class LogLines:
+    """What configure_logging wrote to stderr, one JSON object per line."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self._capsys = capsys
+
+    def text(self) -> str:
+        return self._capsys.readouterr().err
+
+    def read(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def log_lines(capsys: pytest.CaptureFixture[str]) -> Iterator[LogLines]:
+    """For tests that call shared.logging.configure_logging: captures its output and puts
+    the logging configuration back afterwards."""
+    root = logging.getLogger()
+    level = root.level
+    config = structlog.get_config()
+    yield LogLines(capsys)
+    for handler in list(root.handlers):
+        if isinstance(handler.formatter, structlog.stdlib.ProcessorFormatter):
+            root.removeHandler(handler)
+    root.setLevel(level)
+    structlog.configure(**config)
+    structlog.contextvars.clear_contextvars()

@@ -55,7 +55,10 @@ class InProcessBus:
     async def publish(self, event: CloudEvent, headers: dict[str, str]) -> None:
         for queue in self._queues.values():
             if any(topic_matches(key, event.type) for key in queue.binding_keys):
-                queue.messages.put_nowait(_Delivery(event.model_copy(), dict(headers)))
+                # A copy of its own per queue, as a broker delivers: a handler that changes
+                # `data` must not change what another queue's consumer receives.
+                copy = event.model_copy(deep=True)
+                queue.messages.put_nowait(_Delivery(copy, dict(headers)))
 
     async def is_ready(self) -> bool:
         return True

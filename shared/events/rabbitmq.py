@@ -1,7 +1,6 @@
 """The full-stack bus: one durable topic exchange on RabbitMQ, quorum queues, dead letters."""
 
 import asyncio
-import contextlib
 
 import aio_pika
 from aio_pika.abc import (
@@ -30,18 +29,24 @@ class RabbitBus:
         *,
         delivery_limit: int = 5,
         prefetch: int = 32,
+        consume_retry_seconds: float = 0.5,
     ) -> None:
         self._url = url
         self._exchange_name = exchange
         self._dead_letter_exchange_name = f"{exchange}.dlx"
         self._delivery_limit = delivery_limit
         self._prefetch = prefetch
+        self._consume_retry_seconds = consume_retry_seconds
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractChannel | None = None
         self._consume_channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._connected = asyncio.Event()
         self._connecting: asyncio.Task[None] | None = None
+        # One task per consumed queue, kept so that it is neither garbage-collected nor
+        # forgotten: it declares the queue, starts consuming and retries until it does.
+        self._consumers: dict[str, asyncio.Task[None]] = {}
+        self._consuming: set[str] = set()
 
     async def start(self) -> None:
         """Connects in the background until the broker answers; the outbox waits meanwhile."""
@@ -99,8 +104,30 @@ class RabbitBus:
         return queue
 
     async def consume(self, subscription: Subscription) -> None:
-        """Declares and consumes once the broker is reachable, without blocking start-up."""
-        asyncio.create_task(self._declare_and_consume(subscription))  # noqa: RUF006
+        """Declares and consumes once the broker is reachable, without blocking start-up;
+        until the queue is consumed, `is_ready` says no."""
+        if subscription.queue in self._consumers:
+            raise RuntimeError(f"already consuming {subscription.queue}")
+        task = asyncio.create_task(
+            self._consume_until_consuming(subscription), name=f"consume {subscription.queue}"
+        )
+        self._consumers[subscription.queue] = task
+
+    async def _consume_until_consuming(self, subscription: Subscription) -> None:
+        delay = self._consume_retry_seconds
+        while True:
+            try:
+                await self._declare_and_consume(subscription)
+            except Exception:
+                # E.g. PRECONDITION_FAILED: the queue exists with other arguments.
+                log.exception("event_consumer_failed", queue=subscription.queue, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            else:
+                # From here on the robust connection restores the consumer after an outage.
+                self._consuming.add(subscription.queue)
+                log.info("event_consumer_started", queue=subscription.queue)
+                return
 
     async def _declare_and_consume(self, subscription: Subscription) -> None:
         handler = subscription.handler
@@ -146,17 +173,26 @@ class RabbitBus:
             message, routing_key=event.type, timeout=PUBLISH_TIMEOUT_SECONDS
         )
 
-    async def is_ready(self) -> bool:
+    def _broker_connected(self) -> bool:
         return (
             self._connected.is_set()
             and self._connection is not None
             and not self._connection.is_closed
+            and self._consume_channel is not None
+            and not self._consume_channel.is_closed
         )
 
+    def consuming(self) -> bool:
+        """Whether every queue this bus was asked to consume is being consumed."""
+        return self._consuming == set(self._consumers)
+
+    async def is_ready(self) -> bool:
+        return self._broker_connected() and self.consuming()
+
     async def close(self) -> None:
-        if self._connecting is not None and not self._connecting.done():
-            self._connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._connecting
+        tasks = [t for t in (self._connecting, *self._consumers.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._connection is not None:
             await self._connection.close()

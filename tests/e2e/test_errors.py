@@ -1,5 +1,9 @@
 """Every error, from the gateway or a service, in one envelope with a request id."""
 
+from collections.abc import AsyncIterator
+
+import httpx
+
 from shared.testing import Stack
 from tests.e2e.helpers import PASSWORD, assert_envelope, bearer, login, register
 
@@ -92,3 +96,57 @@ async def test_readiness_reports_every_upstream(stack: Stack) -> None:
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"]["auth"] == "ok"
         assert ready.json()["checks"]["users"] == "ok"
+
+
+async def test_a_body_that_is_not_json_is_415(stack: Stack) -> None:
+    credentials = b'{"email": "ghost@example.com", "password": "not-it-at-all"}'
+    async with stack.client() as client:
+        for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+            response = await client.post(
+                "/api/v1/auth/login", content=credentials, headers={"content-type": content_type}
+            )
+            body = assert_envelope(response, 415, "UNSUPPORTED_MEDIA_TYPE")
+            assert body["error"]["details"]["field"] == "content-type"
+        account = await register(client)
+        tokens = await login(client, account["email"])
+        profile = await client.patch(
+            "/api/v1/users/me",
+            content=b'{"bio": "Counts things"}',
+            headers={**bearer(tokens), "content-type": "text/plain; charset=utf-8"},
+        )
+        assert_envelope(profile, 415, "UNSUPPORTED_MEDIA_TYPE")
+        json_with_charset = await client.post(
+            "/api/v1/auth/login",
+            content=credentials,
+            headers={"content-type": "application/json; charset=utf-8"},
+        )
+        assert_envelope(json_with_charset, 401, "AUTHENTICATION_REQUIRED")
+
+
+async def test_a_service_refuses_a_huge_body_sent_straight_to_it(stack: Stack) -> None:
+    """Not through the gateway: the service's own MAX_BODY_BYTES (1 MiB) applies."""
+    auth = stack.service_url(1)
+    megabyte = 1024 * 1024
+
+    async def streamed() -> AsyncIterator[bytes]:
+        for _ in range(3):
+            yield b" " * megabyte
+
+    async with httpx.AsyncClient(base_url=auth, timeout=30.0) as client:
+        declared = await client.post(
+            "/api/v1/auth/login",
+            content=b" " * (8 * megabyte),
+            headers={"content-type": "application/json"},
+        )
+        body = assert_envelope(declared, 413, "PAYLOAD_TOO_LARGE")
+        assert body["error"]["message"] == f"Body exceeds {megabyte} bytes"
+        chunked = await client.post(
+            "/api/v1/auth/login", content=streamed(), headers={"content-type": "application/json"}
+        )
+        assert "content-length" not in chunked.request.headers
+        assert_envelope(chunked, 413, "PAYLOAD_TOO_LARGE")
+        small = await client.post(
+            "/api/v1/auth/login",
+            json={"email": "ghost@example.com", "password": "not-it-at-all"},
+        )
+        assert_envelope(small, 401, "AUTHENTICATION_REQUIRED")

@@ -3,11 +3,11 @@
 from typing import Any
 
 import httpx
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Form
 from pydantic import BaseModel, EmailStr
 
 from shared.errors import Conflict, install_error_handlers
-from shared.pagination import PageParams, page_params
+from shared.pagination import MAX_PAGE, PageParams, page_params
 from shared.request_id import RequestIdMiddleware
 
 
@@ -26,6 +26,10 @@ def make_app() -> FastAPI:
         if body.email == "taken@example.com":
             raise Conflict("Email already registered", details={"field": "email"})
         return {"ok": "yes"}
+
+    @app.post("/form")
+    async def form(name: str = Form(min_length=1)) -> dict[str, str]:
+        return {"name": name}
 
     @app.get("/page")
     async def page(params: PageParams = Depends(page_params)) -> dict[str, int]:
@@ -92,3 +96,65 @@ async def test_pagination_defaults_alias_and_bounds() -> None:
         response = await call("GET", f"/page?{query}")
         assert response.status_code == 400
         assert error_of(response)["code"] == "VALIDATION_ERROR"
+
+
+async def test_a_page_beyond_any_listing_is_a_validation_error_not_an_overflow() -> None:
+    last = (await call("GET", f"/page?page={MAX_PAGE}&per_page=100")).json()
+    assert last["offset"] == (MAX_PAGE - 1) * 100 < 2**63
+    for page in (MAX_PAGE + 1, 2**63 - 1, 10**30):
+        response = await call("GET", f"/page?page={page}")
+        assert response.status_code == 400
+        assert error_of(response)["code"] == "VALIDATION_ERROR"
+        assert error_of(response)["details"]["field"] == "page"
+
+
+SIGNUP = b'{"email": "a@example.com", "age": 3}'
+
+
+async def test_a_body_that_is_not_json_is_415() -> None:
+    for content_type in ("text/plain", "text/plain; charset=utf-8", "application/xml", "x"):
+        response = await call(
+            "POST", "/signup", content=SIGNUP, headers={"content-type": content_type}
+        )
+        assert response.status_code == 415, content_type
+        assert error_of(response)["code"] == "UNSUPPORTED_MEDIA_TYPE"
+        assert error_of(response)["details"]["field"] == "content-type"
+
+
+async def test_json_content_types_are_read_as_json() -> None:
+    for content_type in (
+        "application/json",
+        "Application/JSON; charset=utf-8",
+        "application/merge-patch+json",
+    ):
+        response = await call(
+            "POST", "/signup", content=SIGNUP, headers={"content-type": content_type}
+        )
+        assert response.status_code == 200, content_type
+    invalid = await call(
+        "POST",
+        "/signup",
+        content=b'{"email": "nope"}',
+        headers={"content-type": "application/json"},
+    )
+    assert invalid.status_code == 400
+    # No content type at all: FastAPI does not read it as JSON, and nothing was declared.
+    undeclared = await call("POST", "/signup", content=SIGNUP)
+    assert "content-type" not in undeclared.request.headers
+    assert error_of(undeclared)["code"] == "VALIDATION_ERROR"
+
+
+async def test_form_routes_keep_their_validation_errors() -> None:
+    ok = await call("POST", "/form", data={"name": "Ada"})
+    assert ok.json() == {"name": "Ada"}
+    for content_type in ("application/x-www-form-urlencoded", "text/plain"):
+        response = await call(
+            "POST", "/form", content=b"name=", headers={"content-type": content_type}
+        )
+        assert response.status_code == 400, content_type
+        assert error_of(response)["details"]["field"] == "name"
+
+
+async def test_query_errors_are_400_whatever_the_content_type() -> None:
+    response = await call("GET", "/page?page=0", headers={"content-type": "text/plain"})
+    assert response.status_code == 400

@@ -91,3 +91,31 @@ async def test_every_matching_queue_gets_its_own_copy() -> None:
     await asyncio.sleep(0.05)
     await bus.close()
     assert seen == {"a": ["00-abc-def-01"], "b": ["00-abc-def-01"]}
+
+
+async def test_a_handler_that_changes_the_data_does_not_change_another_queues_copy() -> None:
+    bus = InProcessBus()
+    changed = asyncio.Event()
+    seen_by_b: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+
+    async def changes_its_copy(message: CloudEvent, headers: dict[str, str]) -> None:
+        message.data["n"] = 2
+        message.data["profile"]["name"] = "changed"
+        changed.set()
+
+    async def reads_its_copy(message: CloudEvent, headers: dict[str, str]) -> None:
+        await changed.wait()
+        seen_by_b.put_nowait(message.data)
+
+    await bus.consume(Subscription("a", ("user.*",), changes_its_copy))
+    await bus.consume(Subscription("b", ("#",), reads_its_copy))
+    published = CloudEvent(
+        source="lyceum/test", type="user.created", data={"n": 1, "profile": {"name": "Ada"}}
+    )
+    await bus.publish(published, {})
+    try:
+        data = await asyncio.wait_for(seen_by_b.get(), 10)
+    finally:
+        await bus.close()
+    assert data == {"n": 1, "profile": {"name": "Ada"}}
+    assert published.data == {"n": 1, "profile": {"name": "Ada"}}
