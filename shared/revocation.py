@@ -1,5 +1,10 @@
 """Denied access tokens: by `jti` until they expire, and by user from a point in time.
 
+A user's revocation point is a float of seconds, compared with the token's `iat`, which auth
+issues with sub-second precision (RFC 7519 NumericDate may be fractional): a token issued
+in the same second as, but after, a revocation (the new login after a role change) is not
+caught by it.
+
 Redis in the full stack so that every service and gateway replica sees the same
 list; a process-wide dictionary in the embedded mode, where everything shares a process.
 """
@@ -28,7 +33,7 @@ class RevocationStore(Protocol):
         self,
         jti: str,
         user_id: str,
-        issued_at: int,
+        issued_at: float,
         session_id: str | None = None,
         *,
         long_lived: bool = False,
@@ -42,14 +47,14 @@ class RevocationStore(Protocol):
 class MemoryRevocationStore:
     def __init__(self) -> None:
         self._tokens: dict[str, int] = {}
-        self._users: dict[str, tuple[int, int]] = {}
+        self._users: dict[str, tuple[float, float]] = {}
         self._sessions: dict[str, int] = {}
 
     async def revoke_token(self, jti: str, expires_at: int) -> None:
         self._tokens[jti] = expires_at
 
     async def revoke_user(self, user_id: str, ttl_seconds: int) -> None:
-        now = int(time.time())
+        now = time.time()
         self._users[user_id] = (now, now + ttl_seconds)
 
     async def revoke_session(self, session_id: str, ttl_seconds: int) -> None:
@@ -59,12 +64,12 @@ class MemoryRevocationStore:
         self,
         jti: str,
         user_id: str,
-        issued_at: int,
+        issued_at: float,
         session_id: str | None = None,
         *,
         long_lived: bool = False,
     ) -> bool:
-        now = int(time.time())
+        now = time.time()
         for entries, key in ((self._tokens, jti), (self._sessions, session_id)):
             until = entries.get(key) if key else None
             if until is not None:
@@ -73,8 +78,8 @@ class MemoryRevocationStore:
                 del entries[key]  # type: ignore[arg-type]
         user_entry = self._users.get(user_id)
         if user_entry is not None:
-            revoked_at, until = user_entry
-            if until <= now:
+            revoked_at, user_until = user_entry
+            if user_until <= now:
                 del self._users[user_id]
             elif issued_at <= revoked_at:
                 return True
@@ -114,7 +119,7 @@ class RedisRevocationStore:
 
     async def revoke_user(self, user_id: str, ttl_seconds: int) -> None:
         await self._redis.set(
-            f"{self._prefix}:user:{user_id}", int(time.time()), ex=max(1, ttl_seconds)
+            f"{self._prefix}:user:{user_id}", repr(time.time()), ex=max(1, ttl_seconds)
         )
 
     async def revoke_session(self, session_id: str, ttl_seconds: int) -> None:
@@ -124,7 +129,7 @@ class RedisRevocationStore:
         self,
         jti: str,
         user_id: str,
-        issued_at: int,
+        issued_at: float,
         session_id: str | None = None,
         *,
         long_lived: bool = False,
@@ -145,7 +150,7 @@ class RedisRevocationStore:
             raise ServiceUnavailable("Token revocation checks are unavailable") from exc
         if token_entry is not None or session_entry is not None:
             return True
-        return user_entry is not None and issued_at <= int(user_entry)
+        return user_entry is not None and issued_at <= float(user_entry)
 
     async def ping(self) -> bool:
         try:

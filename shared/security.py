@@ -150,7 +150,7 @@ class TokenVerifier:
         if await self._revocations.is_revoked(
             identity.jti,
             str(identity.user_id),
-            int(identity.claims["iat"]),
+            float(identity.claims["iat"]),  # fractional: see shared.revocation
             identity.session_id,
             long_lived=identity.claims.get("token_use") == "api",
         ):

@@ -15,12 +15,13 @@ from shared.db import db_session
 from shared.errors import NotFound, PermissionDenied
 from shared.pagination import Page, PageParams, page_params, paginate
 from shared.security import Identity, current_identity
+from shared.text import Text
 
 router = APIRouter(prefix="/api/v1/auth/tokens", tags=["api tokens"])
 
 
 class ApiTokenCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=100, description="What the token is for")
+    name: Text = Field(min_length=1, max_length=100, description="What the token is for")
     expires_in_days: int = Field(90, ge=1, le=api_tokens.MAX_TTL_DAYS)
 
     @field_validator("name")

@@ -3,9 +3,8 @@
 code. Each one is a row (its `jti` is the row id) so that it can be listed and revoked;
 revoking denies the `jti` in the shared revocation store until the token expires."""
 
-import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import jwt
 from sqlalchemy import select, update
@@ -14,7 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.auth.keys import ALGORITHM, KeyRing
 from services.auth.models import Account, ApiToken
 from services.auth.settings import AuthSettings
+from services.auth.tokens import issued_at_now
 from shared.db import Database, utcnow
+from shared.errors import PermissionDenied
 from shared.revocation import RevocationStore
 
 MAX_TTL_DAYS = 365
@@ -31,23 +32,33 @@ async def issue(
     ttl_days: int,
 ) -> tuple[ApiToken, str]:
     """Records a new API token and returns it with its value, which is never stored."""
-    now = int(time.time())
-    expires_at = now + ttl_days * 24 * 3600
     record = ApiToken(
         id=uuid.uuid4(),
         account_id=account.id,
         name=name,
         roles=account.role,
-        created_at=datetime.fromtimestamp(now, UTC),
-        expires_at=datetime.fromtimestamp(expires_at, UTC),
+        expires_at=utcnow() + timedelta(days=ttl_days),
     )
     session.add(record)
+    # As for a login (TokenIssuer._issue): written first, then the account read again under
+    # FOR SHARE, so that a concurrent change to the account either commits first and is
+    # read here, or waits for this transaction and then revokes the token.
+    await session.flush()
+    await session.refresh(account, with_for_update={"read": True})
+    if not account.is_active:
+        raise PermissionDenied("Account is disabled")
+    issued_at = issued_at_now()
+    now = int(issued_at)
+    expires_at = now + ttl_days * 24 * 3600
+    record.roles = account.role
+    record.created_at = datetime.fromtimestamp(now, UTC)
+    record.expires_at = datetime.fromtimestamp(expires_at, UTC)
     kid, private_key = await keys.signing_key()
     claims = {
         "iss": settings.jwt_issuer,
         "aud": settings.jwt_audience,
         "sub": str(account.id),
-        "iat": now,
+        "iat": issued_at,
         "nbf": now,
         "exp": expires_at,
         "jti": str(record.id),

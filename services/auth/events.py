@@ -29,13 +29,19 @@ def record_user_created(session: AsyncSession, account: Account) -> None:
 
 
 async def on_user_updated(session: AsyncSession, event: CloudEvent, state: State) -> None:
+    """A new name or role, or `is_active` set by an admin: `false` disables the account as
+    user.deleted does (see `disable`), `true` lets it log in again."""
     account = await session.get(Account, uuid.UUID(event.data["id"]))
     if account is None:
         return
     role_changed = "role" in event.data and event.data["role"] != account.role
-    for field in ("name", "role"):
+    if event.data.get("is_active") is False and account.is_active:
+        await disable(session, state, account)
+        role_changed = False  # every token issued until now is denied already
+    for field in ("name", "role", "is_active"):
         if field in event.data:
             setattr(account, field, event.data[field])
+    await session.flush()  # before denying: see `disable`
     if role_changed:
         await deny_tokens_issued_until_now(session, state, account.id)
 
@@ -57,8 +63,21 @@ async def on_user_deleted(session: AsyncSession, event: CloudEvent, state: State
     account = await session.get(Account, uuid.UUID(event.data["id"]))
     if account is None:
         return
-    account.is_active = False
+    await disable(session, state, account)
+
+
+async def disable(session: AsyncSession, state: State, account: Account) -> None:
+    """No more logins or refreshes, and every token issued until now denied.
+
+    The order matters. The account row is changed (and flushed) before tokens are denied: a
+    login or refresh under way writes, then reads the account under FOR SHARE before it
+    signs (TokenIssuer._issue), so it either sees this change or finishes first, and then
+    its tokens are among those denied. The refresh tokens are revoked before the account
+    row is changed: a refresh under way locks its refresh token, then the account, and
+    this takes them in the same order (no deadlock on PostgreSQL)."""
     await state.token_issuer.revoke_account(session, account.id)
+    account.is_active = False
+    await session.flush()
     await deny_tokens_issued_until_now(session, state, account.id)
 
 

@@ -4,13 +4,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
+from shared.text import Text
+
 SelfServiceRole = Literal["student", "instructor"]
 
 
 class RegisterRequest(BaseModel):
     email: EmailStr
-    password: str = Field(min_length=8, max_length=128)
-    name: str = Field(min_length=1, max_length=200)
+    password: Text = Field(min_length=8, max_length=128)
+    name: Text = Field(min_length=1, max_length=200)
     role: SelfServiceRole = "student"
 
     @field_validator("email")
@@ -29,7 +31,7 @@ class RegisterRequest(BaseModel):
 
 class LoginRequest(BaseModel):
     email: EmailStr
-    password: str = Field(min_length=1, max_length=128)
+    password: Text = Field(min_length=1, max_length=128)
 
     @field_validator("email")
     @classmethod
@@ -38,7 +40,7 @@ class LoginRequest(BaseModel):
 
 
 class RefreshRequest(BaseModel):
-    refresh_token: str = Field(min_length=1, max_length=512)
+    refresh_token: Text = Field(min_length=1, max_length=512)
 
 
 class TokenResponse(BaseModel):

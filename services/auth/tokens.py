@@ -6,16 +6,17 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, cast
 
 import jwt
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.auth.keys import ALGORITHM, KeyRing
 from services.auth.models import Account, RefreshToken
 from services.auth.settings import AuthSettings
 from shared.db import utcnow
-from shared.errors import InvalidToken, TokenExpired
+from shared.errors import InvalidToken, PermissionDenied, TokenExpired
 from shared.logging import get_logger
 from shared.revocation import RevocationStore
 
@@ -27,6 +28,14 @@ class IssuedTokens:
     access_token: str
     refresh_token: str
     expires_in: int
+
+
+def issued_at_now() -> float:
+    """The `iat` of a new token, with the clock's sub-second precision (a NumericDate may be
+    fractional): a user's revocation denies the tokens issued until that instant, and a
+    token issued right after it, in the same second, must not be denied with them. The
+    float goes through JSON unchanged (its repr round-trips)."""
+    return time.time()
 
 
 def hash_refresh_token(token: str) -> str:
@@ -41,12 +50,13 @@ class TokenIssuer:
 
     async def access_token(self, account: Account, session_id: uuid.UUID) -> str:
         kid, private_key = await self._keys.signing_key()
-        now = int(time.time())
+        issued_at = issued_at_now()
+        now = int(issued_at)
         claims = {
             "iss": self._settings.jwt_issuer,
             "aud": self._settings.jwt_audience,
             "sub": str(account.id),
-            "iat": now,
+            "iat": issued_at,
             "nbf": now,
             "exp": now + self._settings.access_token_ttl_seconds,
             "jti": str(uuid.uuid4()),
@@ -56,26 +66,46 @@ class TokenIssuer:
         return jwt.encode(claims, private_key, algorithm=ALGORITHM, headers={"kid": kid})
 
     async def start_session(self, session: AsyncSession, account: Account) -> IssuedTokens:
-        return await self._issue(session, account, family_id=uuid.uuid4())
+        tokens = await self._issue(session, account, family_id=uuid.uuid4())
+        if tokens is None:
+            raise PermissionDenied("Account is disabled")
+        return tokens
 
     async def rotate(self, session: AsyncSession, presented: str) -> IssuedTokens:
-        """Spends a refresh token for a new pair. A token spent twice revokes its family."""
+        """Spends a refresh token for a new pair. A token spent twice revokes its family.
+
+        The token is spent by a conditional UPDATE (`used_at IS NULL`), so that of concurrent
+        refreshes with one token exactly one wins, on PostgreSQL and SQLite alike (SQLite
+        has no `SELECT ... FOR UPDATE`); the others count as reuse."""
         query = select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(presented))
-        token = await session.scalar(query.with_for_update())
+        token = await session.scalar(query)
         if token is None:
             raise InvalidToken("Unknown refresh token")
-        if token.used_at is not None or token.revoked_at is not None:
-            await self.revoke_family(session, token.family_id)
-            await session.commit()
-            log.warning("refresh_token_reuse", family_id=str(token.family_id))
-            raise InvalidToken("Refresh token already used; the session has been revoked")
-        if token.expires_at <= utcnow():
-            raise TokenExpired("Refresh token has expired")
-        account = await session.get(Account, token.account_id)
-        if account is None or not account.is_active:
-            raise InvalidToken("Account is disabled")
-        token.used_at = utcnow()
-        return await self._issue(session, account, family_id=token.family_id)
+        if token.used_at is None and token.revoked_at is None:
+            if token.expires_at <= utcnow():
+                raise TokenExpired("Refresh token has expired")
+            spent = await session.execute(
+                update(RefreshToken)
+                .where(
+                    RefreshToken.id == token.id,
+                    RefreshToken.used_at.is_(None),
+                    RefreshToken.revoked_at.is_(None),
+                )
+                .values(used_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            if cast("CursorResult[Any]", spent).rowcount == 1:
+                account = await session.get(Account, token.account_id)
+                tokens = None
+                if account is not None:
+                    tokens = await self._issue(session, account, family_id=token.family_id)
+                if tokens is None:
+                    raise InvalidToken("Account is disabled")
+                return tokens
+        await self.revoke_family(session, token.family_id)
+        await session.commit()
+        log.warning("refresh_token_reuse", family_id=str(token.family_id))
+        raise InvalidToken("Refresh token already used; the session has been revoked")
 
     async def revoke_family(self, session: AsyncSession, family_id: uuid.UUID) -> None:
         """Revokes a login's refresh tokens, and denies the access tokens issued with them."""
@@ -98,7 +128,15 @@ class TokenIssuer:
 
     async def _issue(
         self, session: AsyncSession, account: Account, family_id: uuid.UUID
-    ) -> IssuedTokens:
+    ) -> IssuedTokens | None:
+        """A new refresh token in the family and an access token; None if the account is
+        disabled.
+
+        The account is read again after the refresh token is written and under FOR SHARE,
+        so that the access token carries the account as it is at its `iat`: a concurrent
+        change to the account (role, disable, delete: see events.py) either commits first
+        and is read here, or waits for this transaction, and then denies the tokens issued
+        until it. The write takes SQLite's database lock, FOR SHARE the row's on PostgreSQL."""
         refresh_token = secrets.token_urlsafe(32)
         session.add(
             RefreshToken(
@@ -108,6 +146,10 @@ class TokenIssuer:
                 expires_at=utcnow() + timedelta(seconds=self._settings.refresh_token_ttl_seconds),
             )
         )
+        await session.flush()
+        await session.refresh(account, with_for_update={"read": True})
+        if not account.is_active:
+            return None
         return IssuedTokens(
             access_token=await self.access_token(account, family_id),
             refresh_token=refresh_token,

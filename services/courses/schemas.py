@@ -5,6 +5,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from shared.text import Text
+
 Level = Literal["beginner", "intermediate", "advanced"]
 CourseStatus = Literal["draft", "published", "archived"]
 ProgressStatus = Literal["not_started", "in_progress", "completed"]
@@ -53,10 +55,10 @@ class CourseCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str = Field(min_length=1, max_length=200)
-    slug: str | None = Field(None, min_length=1, max_length=200, pattern=SLUG_PATTERN)
-    description: str = Field("", max_length=20000)
-    category: str = Field("general", min_length=1, max_length=100)
+    title: Text = Field(min_length=1, max_length=200)
+    slug: Text | None = Field(None, min_length=1, max_length=200, pattern=SLUG_PATTERN)
+    description: Text = Field("", max_length=20000)
+    category: Text = Field("general", min_length=1, max_length=100)
     level: Level
     duration_weeks: int | None = Field(None, ge=1, le=520)
 
@@ -78,10 +80,10 @@ class CoursePatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str | None = Field(None, min_length=1, max_length=200)
-    slug: str | None = Field(None, min_length=1, max_length=200, pattern=SLUG_PATTERN)
-    description: str | None = Field(None, max_length=20000)
-    category: str | None = Field(None, min_length=1, max_length=100)
+    title: Text | None = Field(None, min_length=1, max_length=200)
+    slug: Text | None = Field(None, min_length=1, max_length=200, pattern=SLUG_PATTERN)
+    description: Text | None = Field(None, max_length=20000)
+    category: Text | None = Field(None, min_length=1, max_length=100)
     level: Level | None = None
     status: CourseStatus | None = None
     duration_weeks: int | None = Field(None, ge=1, le=520)
@@ -111,8 +113,8 @@ class LessonCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str = Field(min_length=1, max_length=200)
-    content: str = Field("", max_length=200000)
+    title: Text = Field(min_length=1, max_length=200)
+    content: Text = Field("", max_length=200000)
     position: int | None = Field(None, ge=1)
     duration_minutes: int | None = Field(None, ge=1, le=10000)
 
@@ -127,8 +129,8 @@ class LessonPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str | None = Field(None, min_length=1, max_length=200)
-    content: str | None = Field(None, max_length=200000)
+    title: Text | None = Field(None, min_length=1, max_length=200)
+    content: Text | None = Field(None, max_length=200000)
     position: int | None = Field(None, ge=1)
     duration_minutes: int | None = Field(None, ge=1, le=10000)
 
@@ -188,4 +190,4 @@ class ProgressUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: ProgressStatus
-    notes: str | None = Field(None, max_length=20000)
+    notes: Text | None = Field(None, max_length=20000)

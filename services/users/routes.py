@@ -20,6 +20,7 @@ from shared.db import db_session
 from shared.errors import NotFound
 from shared.pagination import Page, PageParams, SortOrder, order_by, page_params, paginate
 from shared.security import Identity, current_identity, require_admin
+from shared.text import Text
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
@@ -85,7 +86,7 @@ async def update_me(
 async def list_users(
     page: PageParams = Depends(page_params),
     role: Role | None = None,
-    search: str | None = Query(None, max_length=200, description="Part of a name or email"),
+    search: Text | None = Query(None, max_length=200, description="Part of a name or email"),
     sort: str = "created_at",
     order: SortOrder = "desc",
     session: AsyncSession = Depends(db_session),

@@ -3,14 +3,23 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from services.webhooks.filters import is_valid_filter
+from shared.text import Text
 
 DeliveryStatus = Literal["pending", "succeeded", "failed"]
 
 EVENT_TYPES_DESCRIPTION = (
     "Filters: `*`, a family such as `user.*`, or a type such as `user.created`"
 )
+
+
+def _not_null(value: object) -> object:
+    """A PATCH may leave a field out; it may not null a field that cannot be empty."""
+    if value is None:
+        raise PydanticCustomError("not_null", "Cannot be null: leave the field out to keep it")
+    return value
 
 
 def _valid_filters(values: list[str]) -> list[str]:
@@ -23,14 +32,14 @@ def _valid_filters(values: list[str]) -> list[str]:
 class EndpointCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(min_length=1, max_length=2048, description="An http or https URL")
-    event_types: list[str] = Field(
+    url: Text = Field(min_length=1, max_length=2048, description="An http or https URL")
+    event_types: list[Text] = Field(
         default_factory=lambda: ["*"],
         min_length=1,
         max_length=100,
         description=EVENT_TYPES_DESCRIPTION,
     )
-    description: str = Field("", max_length=500)
+    description: Text = Field("", max_length=500)
 
     _filters = field_validator("event_types")(_valid_filters)
 
@@ -38,10 +47,12 @@ class EndpointCreate(BaseModel):
 class EndpointPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str | None = Field(None, min_length=1, max_length=2048)
-    event_types: list[str] | None = Field(None, min_length=1, max_length=100)
-    description: str | None = Field(None, max_length=500)
+    url: Text | None = Field(None, min_length=1, max_length=2048)
+    event_types: list[Text] | None = Field(None, min_length=1, max_length=100)
+    description: Text | None = Field(None, max_length=500)
     enabled: bool | None = None
+
+    _required = field_validator("url", "event_types", "description", "enabled")(_not_null)
 
     @field_validator("event_types")
     @classmethod

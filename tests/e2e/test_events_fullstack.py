@@ -3,6 +3,7 @@ outbox does while the broker is away."""
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 import aio_pika
@@ -10,7 +11,7 @@ from aio_pika.abc import AbstractChannel
 
 from shared.testing import Stack, eventually
 from tests.e2e.bus_helpers import drain, other_team_queue
-from tests.e2e.helpers import admin_tokens, bearer, register, unique_email
+from tests.e2e.helpers import admin_tokens, bearer, register, signed_up, unique_email
 
 
 async def test_another_team_receives_user_created_as_cloudevents(
@@ -74,27 +75,96 @@ async def test_broker_outage_delays_events_and_loses_none(
 
         await eventually(all_profiles, within_seconds=30)
 
-        # Redeliver one event as the broker might: same id, so no second profile and no change.
-        original = json.loads(messages[0].body)
-        redelivered: dict[str, Any] = {**original, "data": {**original["data"], "name": "Changed"}}
-        exchange = await amqp_channel.get_exchange(full_stack.exchange)
+
+async def test_a_redelivered_event_changes_nothing_the_second_time(
+    full_stack: Stack, amqp_channel: AbstractChannel
+) -> None:
+    """Idempotency by event id: auth applies a user.updated, a later change overwrites it,
+    then the broker delivers the first event again (same id, same body). Applying it again
+    would put the old name back; it must change nothing. A marker event published after it,
+    on the same queue, is the proof that auth has consumed the redelivery."""
+    queue = await other_team_queue(amqp_channel, full_stack, "user.updated")
+    exchange = await amqp_channel.get_exchange(full_stack.exchange)
+    async with full_stack.client() as client:
+        admin = await admin_tokens(client)
+        subject, subject_tokens = await signed_up(client)
+        marker, marker_tokens = await signed_up(client)
+
+        async def auth_name_is(tokens: dict[str, Any], name: str) -> bool:
+            me = await client.get("/api/v1/auth/me", headers=bearer(tokens))
+            return bool(me.json()["name"] == name)
+
+        async def rename(account: dict[str, Any], name: str) -> None:
+            response = await client.patch(
+                f"/api/v1/users/{account['id']}", json={"name": name}, headers=bearer(admin)
+            )
+            assert response.status_code == 200, response.text
+
+        await rename(subject, "First")
+        [captured] = await drain(queue, 1, subject["email"])
+        first = json.loads(captured.body)
+        assert first["data"]["name"] == "First"
+        await eventually(lambda: auth_name_is(subject_tokens, "First"))
+        await rename(subject, "Second")
+        await eventually(lambda: auth_name_is(subject_tokens, "Second"))
+
         await exchange.publish(
             aio_pika.Message(
-                json.dumps(redelivered).encode(),
-                message_id=original["id"],
+                captured.body,
+                message_id=first["id"],
+                type="user.updated",
                 content_type="application/cloudevents+json",
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             ),
-            routing_key="user.created",
+            routing_key="user.updated",
         )
-        await asyncio.sleep(1.5)
-        listing = await client.get(
-            "/api/v1/users",
-            headers=bearer(admin),
-            params={"search": original["data"]["email"]},
+        marker_name = f"Marker {uuid.uuid4().hex[:8]}"
+        marker_event = {
+            **first,
+            "id": str(uuid.uuid4()),
+            "subject": f"users/{marker['id']}",
+            "data": {
+                "id": marker["id"],
+                "email": marker["email"],
+                "name": marker_name,
+                "role": "student",
+                "is_active": True,
+                "changed": ["name"],
+            },
+        }
+        await exchange.publish(
+            aio_pika.Message(
+                json.dumps(marker_event).encode(),
+                message_id=marker_event["id"],
+                type="user.updated",
+                content_type="application/cloudevents+json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key="user.updated",
         )
-        assert listing.json()["pagination"]["total"] == 1
-        assert listing.json()["data"][0]["name"] == original["data"]["name"]
+        await eventually(lambda: auth_name_is(marker_tokens, marker_name))
+        # A consumer handles the messages it has prefetched concurrently, so the marker
+        # makes the redelivery's consumption near-certain; auth's log makes it certain.
+        await eventually(lambda: _logged_as_duplicate(full_stack, "auth", first["id"]))
+        me = (await client.get("/api/v1/auth/me", headers=bearer(subject_tokens))).json()
+        assert me["name"] == "Second", "the redelivered event was applied a second time"
+
+
+async def _logged_as_duplicate(stack: Stack, service: str, event_id: str) -> bool:
+    for line in stack.log_path.read_text(errors="replace").splitlines():
+        if event_id not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if (entry.get("event"), entry.get("service"), entry.get("event_id")) == (
+            "event_duplicate_ignored",
+            service,
+            event_id,
+        ):
+            return True
+    return False
 
 
 async def test_poison_message_goes_to_the_dead_letter_queue(

@@ -1,5 +1,6 @@
 """Register, log in, refresh, log out, and what happens to forged or spent tokens."""
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -87,6 +88,62 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(stack: Stack) -> Non
         assert_envelope(denied, 401, "INVALID_TOKEN")
 
 
+async def test_concurrent_refreshes_with_one_token_let_exactly_one_through(
+    stack: Stack,
+) -> None:
+    """The token is spent once, whatever the interleaving: one refresh wins, the others are
+    reuse of a spent token, which revokes the family, the winner's new tokens included."""
+    async with stack.client() as client:
+        account = await register(client)
+        tokens = await login(client, account["email"])
+        attempts = await asyncio.gather(
+            *(
+                client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+                for _ in range(6)
+            )
+        )
+        winners = [response for response in attempts if response.status_code == 200]
+        assert len(winners) == 1, [response.text for response in attempts]
+        for response in attempts:
+            if response is not winners[0]:
+                assert_envelope(response, 401, "INVALID_TOKEN")
+        won = winners[0].json()
+        assert_envelope(
+            await client.post("/api/v1/auth/refresh", json={"refresh_token": won["refresh_token"]}),
+            401,
+            "INVALID_TOKEN",
+        )
+        assert_envelope(
+            await client.get("/api/v1/auth/me", headers=bearer(won)), 401, "INVALID_TOKEN"
+        )
+        # A new login is a new family, untouched.
+        again = await login(client, account["email"])
+        assert (await client.get("/api/v1/auth/me", headers=bearer(again))).status_code == 200
+
+
+async def test_text_with_nul_characters_is_refused(stack: Stack) -> None:
+    """PostgreSQL cannot store NUL: it is refused up front, never a 500."""
+    async with stack.client() as client:
+        for body, field in (
+            ({"email": unique_email(), "password": PASSWORD, "name": "Ada\x00"}, "name"),
+            ({"email": unique_email(), "password": "correct\x00horse", "name": "Ada"}, "password"),
+        ):
+            response = await client.post("/api/v1/auth/register", json=body)
+            details = assert_envelope(response, 400, "VALIDATION_ERROR")["error"]["details"]
+            assert details["field"] == field
+        account, tokens = await signed_up(client)
+        for path, payload in (
+            ("/api/v1/auth/login", {"email": account["email"], "password": "x\x00"}),
+            ("/api/v1/auth/refresh", {"refresh_token": "\x00"}),
+        ):
+            assert_envelope(await client.post(path, json=payload), 400, "VALIDATION_ERROR")
+        created = await client.post(
+            "/api/v1/auth/tokens", json={"name": "ci\x00"}, headers=bearer(tokens)
+        )
+        refused = assert_envelope(created, 400, "VALIDATION_ERROR")
+        assert refused["error"]["details"]["field"] == "name"
+
+
 async def test_logout_denies_the_access_token_and_the_refresh_family(stack: Stack) -> None:
     async with stack.client() as client:
         _, tokens = await signed_up(client)
@@ -124,7 +181,9 @@ async def test_access_token_verifies_with_a_standard_library_against_the_jwks(
     assert claims["sub"] == account["id"]
     assert claims["roles"] == ["student"]
     assert {"iss", "aud", "sub", "exp", "iat", "nbf", "jti"} <= set(claims)
-    assert claims["exp"] - claims["iat"] == 900
+    # `iat` has sub-second precision (see shared.revocation); `nbf` and `exp` are whole.
+    assert claims["nbf"] == int(claims["iat"]) <= claims["iat"]
+    assert claims["exp"] - claims["nbf"] == 900
 
 
 def _b64(data: dict[str, object]) -> str:
@@ -224,18 +283,27 @@ async def test_a_role_change_denies_the_tokens_issued_before_it(stack: Stack) ->
                 await client.get("/api/v1/auth/me", headers=bearer(token)), 401, "INVALID_TOKEN"
             )
 
-        async def new_login_has_the_new_role() -> bool:
-            fresh = await login(client, account["email"])
-            claims = jwt.decode(fresh["access_token"], options={"verify_signature": False})
-            me = await client.get("/api/v1/users/me", headers=bearer(fresh))
-            return me.status_code == 200 and claims["roles"] == ["instructor"]
-
-        # Tokens issued within the second of the change are refused too (iat is in seconds).
-        await eventually(new_login_has_the_new_role)
+        # Right away (the same second, most likely), a new login carries the new role and is
+        # not caught by the revocation: no retrying.
+        fresh = await login(client, account["email"])
+        claims = jwt.decode(fresh["access_token"], options={"verify_signature": False})
+        assert claims["roles"] == ["instructor"]
+        for path in ("/api/v1/users/me", "/api/v1/auth/me"):
+            response = await client.get(path, headers=bearer(fresh))
+            assert response.status_code == 200, response.text
+        created_after = await client.post(
+            "/api/v1/auth/tokens", json={"name": "ci again"}, headers=bearer(fresh)
+        )
+        assert created_after.status_code == 201, created_after.text
+        new_api_token = created_after.json()["token"]
+        assert (
+            await client.get("/api/v1/users/me", headers=bearer(new_api_token))
+        ).status_code == 200
         listed = await client.get(
             "/api/v1/auth/tokens", params={"account_id": account["id"]}, headers=bearer(admin)
         )
-        assert listed.json()["data"][0]["revoked_at"] is not None
+        revoked = {token["name"]: bool(token["revoked_at"]) for token in listed.json()["data"]}
+        assert revoked == {"ci": True, "ci again": False}
 
 
 def _websocket_url(stack: Stack) -> str:
