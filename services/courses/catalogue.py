@@ -1,6 +1,7 @@
 """Who sees and who may change which course, and the catalogue query the list route and
 `make bench-courses` both run."""
 
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,7 @@ from sqlalchemy import ColumnElement, Select, false, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.courses.models import Course
+from services.courses.schemas import SLUG_PATTERN
 from shared.errors import NotFound, PermissionDenied
 from shared.pagination import SortOrder, order_by
 from shared.security import Identity
@@ -89,10 +91,11 @@ def catalogue_query(
 
 
 def course_lookup(id_or_slug: str) -> ColumnElement[bool]:
+    """By id, or by slug; what is neither matches nothing (a 404, never a query error)."""
     try:
         return Course.id == uuid.UUID(id_or_slug)
     except ValueError:
-        return Course.slug == id_or_slug if id_or_slug else false()
+        return Course.slug == id_or_slug if re.fullmatch(SLUG_PATTERN, id_or_slug) else false()
 
 
 async def load_course(session: AsyncSession, id_or_slug: str, viewer: Identity | None) -> Course:

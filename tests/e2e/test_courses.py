@@ -342,6 +342,13 @@ async def test_bad_input_gets_the_envelope_with_the_right_code(stack: Stack) -> 
         assert_envelope(create_unknown_level, 400, "VALIDATION_ERROR")
         too_many = await client.get("/api/v1/courses", params={"per_page": 1000})
         assert_envelope(too_many, 400, "VALIDATION_ERROR")
+        for name in ("search", "category"):
+            nul = await client.get("/api/v1/courses", params={name: "py\x00thon"})
+            assert (
+                assert_envelope(nul, 400, "VALIDATION_ERROR")["error"]["details"]["field"] == name
+            )
+        not_a_slug = await client.get("/api/v1/courses/py%00thon")
+        assert_envelope(not_a_slug, 404, "RESOURCE_NOT_FOUND")
         too_many_alias = await client.get("/api/v1/courses", params={"page_size": 101})
         assert_envelope(too_many_alias, 400, "VALIDATION_ERROR")
         bad_sort = await client.get("/api/v1/courses", params={"sort": "password"})

@@ -37,6 +37,7 @@ from shared.db import db_session, new_id, utcnow
 from shared.errors import Conflict, PermissionDenied
 from shared.pagination import Page, PageParams, SortOrder, page_params, paginate
 from shared.security import Identity, current_identity, optional_identity, require_roles
+from shared.text import Text
 
 router = APIRouter(prefix="/api/v1/courses", tags=["courses"])
 
@@ -130,10 +131,10 @@ async def apply_changes(
 @router.get("", response_model=Page[CourseResponse])
 async def list_courses(
     page: PageParams = Depends(page_params),
-    search: str | None = Query(None, max_length=200, description="Part of a title or description"),
+    search: Text | None = Query(None, max_length=200, description="Part of a title or description"),
     level: Level | None = None,
     status: CourseStatus | None = Query(None, description="Drafts only for their instructor"),
-    category: str | None = Query(None, max_length=100),
+    category: Text | None = Query(None, max_length=100),
     instructor_id: uuid.UUID | None = None,
     orphaned: bool | None = Query(None, description="Courses whose instructor was deleted"),
     sort: str = "created_at",
