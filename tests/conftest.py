@@ -30,14 +30,29 @@ def running_in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
-def unreachable_dependencies() -> list[str]:
+def unreachable_dependencies(
+    names: tuple[str, ...] = ("PostgreSQL", "Redis", "RabbitMQ"),
+) -> list[str]:
+    addresses = {"PostgreSQL": POSTGRES, "Redis": REDIS, "RabbitMQ": RABBITMQ}
     missing = []
-    for name, address in (("PostgreSQL", POSTGRES), ("Redis", REDIS), ("RabbitMQ", RABBITMQ)):
+    for name in names:
+        address = addresses[name]
         try:
             socket.create_connection(address, timeout=2).close()
         except OSError:
             missing.append(f"{name} at {address[0]}:{address[1]}")
     return missing
+
+
+def require_dependencies(*names: str) -> None:
+    """Skips the test when one of the local services is unreachable, except in CI, where
+    that fails it: CI must never pass by skipping the real thing."""
+    missing = unreachable_dependencies(names) if names else unreachable_dependencies()
+    if missing:
+        message = f"dependencies unreachable: {', '.join(missing)}"
+        if running_in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 class Stacks:
@@ -73,12 +88,7 @@ class Stacks:
         }
         stack = Stack(mode=mode, workdir=self.workdir / mode, env_overrides=env)
         if mode == "full":
-            missing = unreachable_dependencies()
-            if missing:
-                message = f"full-stack dependencies unreachable: {', '.join(missing)}"
-                if running_in_ci():
-                    pytest.fail(message)
-                pytest.skip(message)
+            require_dependencies()
             # Through proxies, so that tests can take the broker or Redis away and back.
             amqp = TcpProxy(*RABBITMQ).start()
             redis = TcpProxy(*REDIS).start()

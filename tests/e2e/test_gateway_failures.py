@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from shared.testing import Stack, TcpProxy, eventually
-from tests.conftest import REDIS, unreachable_dependencies
+from tests.conftest import REDIS, require_dependencies
 from tests.e2e.gateway_helpers import (
     MIB,
     PREFIX,
@@ -42,9 +42,7 @@ def upstream(workdir: Path, key: SigningKey) -> Iterator[UpstreamProcess]:
 
 @pytest.fixture
 def redis_proxy() -> Iterator[TcpProxy]:
-    missing = unreachable_dependencies()
-    if any(name.startswith("Redis") for name in missing):
-        pytest.fail(f"Redis is needed for this test: {missing}")
+    require_dependencies("Redis")
     proxy = TcpProxy(*REDIS).start()
     yield proxy
     proxy.stop()

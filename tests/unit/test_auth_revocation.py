@@ -3,8 +3,6 @@ instant, and not those issued right after it within the same second, such as the
 that follows a role change. Against both stores, with frozen clocks, so that the "same
 second" is certain rather than likely."""
 
-import os
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -23,7 +21,7 @@ from shared import revocation
 from shared.errors import InvalidToken
 from shared.revocation import MemoryRevocationStore, RedisRevocationStore, RevocationStore
 from shared.security import CallableKeySource, TokenVerifier
-from tests.conftest import REDIS
+from tests.conftest import REDIS, require_dependencies
 
 SIGNING_KEY = Ed25519PrivateKey.generate()
 
@@ -46,24 +44,12 @@ class StaticKeys(KeyRing):
         return "key-1", SIGNING_KEY
 
 
-def redis_reachable() -> bool:
-    try:
-        socket.create_connection(REDIS, timeout=2).close()
-    except OSError:
-        return False
-    return True
-
-
 @pytest.fixture(params=["memory", "redis"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[RevocationStore]:
     if request.param == "memory":
         yield MemoryRevocationStore()
         return
-    if not redis_reachable():
-        message = f"Redis unreachable at {REDIS[0]}:{REDIS[1]}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_dependencies("Redis")
     prefix = f"test-revoked-{uuid.uuid4().hex[:12]}"
     redis = Redis.from_url(f"redis://{REDIS[0]}:{REDIS[1]}/0")
     redis_store = RedisRevocationStore(redis, prefix, fail_open=False)
