@@ -5,10 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run run-full test test-unit test-e2e lint format typecheck migration validate-deploy bench-courses bench-webhooks bench-gateway clean
+.PHONY: help install run run-full migrate test test-unit test-component test-e2e schemathesis lint format typecheck migration validate-deploy bench-courses bench-webhooks bench-gateway clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -20,32 +20,41 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install everything
 
-run: $(STAMP) ## Start every service in one process (SQLite, in-process bus); gateway on GATEWAY_PORT (8000)
+run: $(STAMP) ## Migrate, then start every service in one process (SQLite, in-process bus); gateway on GATEWAY_PORT (8000)
 	@$(BIN)/python -m launcher embedded
 
-run-full: $(STAMP) ## Start one process per service on PostgreSQL, Redis and RabbitMQ (localhost)
+run-full: $(STAMP) ## Migrate, then start one process per service on PostgreSQL, Redis and RabbitMQ (localhost)
 	@$(BIN)/python -m launcher full
 
-test: $(STAMP) ## Unit tests, then the end-to-end suite in both modes
+migrate: $(STAMP) ## Upgrade every service's database (SQLite under var/; MODE=full: the PostgreSQL ones)
+	@$(BIN)/python -m launcher migrate $(or $(MODE),embedded)
+
+test: $(STAMP) ## Unit tests, component tests, then the end-to-end suite in both modes
 	@$(BIN)/pytest -v -ra --durations=10
 
 test-unit: $(STAMP) ## Unit tests only
 	@$(BIN)/pytest -ra tests/unit
 
-test-e2e: $(STAMP) ## End-to-end tests only (embedded and full stack)
+test-component: $(STAMP) ## Component tests only (the gateway in front of a stub upstream)
+	@$(BIN)/pytest -ra tests/component
+
+test-e2e: $(STAMP) ## End-to-end tests only: the real stack (embedded and full stack)
 	@$(BIN)/pytest -ra tests/e2e
+
+schemathesis: $(STAMP) ## Schemathesis, every check, over the gateway's OpenAPI as student and admin (part of make test)
+	@$(BIN)/pytest -ra tests/e2e/test_openapi_schemathesis.py
 
 lint: $(STAMP) ## ruff (lint and format check) and mypy
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
-	@$(BIN)/mypy shared gateway services launcher tests bench
+	@$(BIN)/mypy shared gateway services launcher deploy tests bench
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
 	@$(BIN)/ruff check --fix .
 	@$(BIN)/ruff format .
 
 typecheck: $(STAMP)
-	@$(BIN)/mypy shared gateway services launcher tests bench
+	@$(BIN)/mypy shared gateway services launcher deploy tests bench
 
 migration: $(STAMP) ## New migration: make migration SERVICE=users MESSAGE="add avatar"
 	@test -n "$(SERVICE)" -a -n "$(MESSAGE)" || (echo 'usage: make migration SERVICE=name MESSAGE="what changed"'; exit 2)

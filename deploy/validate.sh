@@ -210,8 +210,19 @@ def expect(condition: bool, message: str) -> None:
         problems.append(message)
 
 
-# Compose: the application services are the ones built from ./Dockerfile.
-apps = {name: spec for name, spec in compose.items() if "build" in spec}
+# Compose: the application services are the ones built from ./Dockerfile; the one-shot
+# `<name>-migrate` ones run `python -m ... migrate` before them.
+built = {name: spec for name, spec in compose.items() if "build" in spec}
+migrations = {name: spec for name, spec in built.items() if (spec.get("command") or [])[-1:] == ["migrate"]}
+apps = {name: spec for name, spec in built.items() if name not in migrations}
+for name, spec in migrations.items():
+    service = name.removesuffix("-migrate")
+    expect(service in apps, f"compose {name}: migrates no service called {service}")
+    expect(spec.get("restart") == "no", f"compose {name}: a one-shot step must not restart")
+    expect(
+        (spec.get("command") or [])[:3] == (apps.get(service, {}).get("command") or [])[:3],
+        f"compose {name}: runs another module than {service}",
+    )
 ports: dict[str, str] = {}
 init_script = Path("deploy/compose/postgres-init.sh").read_text()
 for name, spec in apps.items():
@@ -228,9 +239,10 @@ for name, spec in apps.items():
     expect(env.get("HOST") == "0.0.0.0", f"compose {name}: HOST is not 0.0.0.0")
     expect("healthcheck" in spec, f"compose {name}: no healthcheck")
     for dependency, how in (spec.get("depends_on") or {}).items():
+        wanted = "service_completed_successfully" if dependency in migrations else "service_healthy"
         expect(
-            how.get("condition") == "service_healthy",
-            f"compose {name}: depends_on {dependency} is not service_healthy",
+            how.get("condition") == wanted,
+            f"compose {name}: depends_on {dependency} is not {wanted}",
         )
     expect(
         env.get("JWKS_URL") == "http://auth:8001/api/v1/auth/.well-known/jwks.json",
@@ -401,6 +413,19 @@ if problems:
 EOF
 }
 check "consistency: compose, k8s base and service packages agree" consistency
+
+# --- the files agree with the registry of services (shared/registry.py) ------------------
+# Names, ports, commands, databases and upstreams; a migration step before every service
+# (compose: a one-shot `<name>-migrate`; k8s: a `migrate` init container); every
+# Deployment with 2 replicas or more. tests/unit/test_registry.py runs the same check on
+# the files as written.
+registry_agreement() {
+    docker-compose --project-directory "$ROOT" -f docker-compose.yml config --format json \
+        >"$work/compose-config.json"
+    python -m deploy.registry_check --compose "$work/compose-config.json" --k8s "$work/rendered.yaml"
+}
+check "registry: compose and the rendered base agree with shared/registry.py (replicas >= 2, migrations first)" \
+    registry_agreement
 
 if [ "$failures" -ne 0 ]; then
     printf '%d check(s) failed\n' "$failures"

@@ -37,7 +37,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging("gateway", settings.log_level, settings.log_json)
+        configure_logging("gateway", settings.log_level, settings.log_format)
         configure_tracing("gateway")
         await edge.start()
         log.info("gateway_started", port=settings.port, upstreams=settings.upstreams)

@@ -74,14 +74,21 @@ class Edge:
         # sent, counted in gateway_upstream_retries_total): aiohttp's own silent retry of
         # idempotent requests on a reset connection is turned off, as its test client does.
         self._session._retry_connection = False
-        self._http = HttpProxy(settings, self.routes, verifier, self._rate_limits, self._session)
-        self._websockets = WebSocketProxy(settings, verifier, self._rate_limits)
         self._openapi = MergedOpenApi(
             self.routes,
             self._client,
             settings.openapi_cache_seconds,
             retry_seconds=settings.openapi_retry_seconds,
         )
+        self._http = HttpProxy(
+            settings,
+            self.routes,
+            verifier,
+            self._rate_limits,
+            self._session,
+            allowed_methods=self._openapi.allowed_methods,
+        )
+        self._websockets = WebSocketProxy(settings, verifier, self._rate_limits)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -1,9 +1,15 @@
 """One OpenAPI document for the whole platform: every upstream's paths (already under the
 gateway's `/api/v1/...` prefixes), one bearer security scheme, and an OAuth2 password flow
-so that "Authorize" in Swagger UI logs in against the real auth service."""
+so that "Authorize" in Swagger UI logs in against the real auth service.
+
+Each operation documents every answer a client can get through the gateway: the service's
+own (see `shared.openapi`) and the gateway's, all errors in the one `ErrorEnvelope` schema.
+The document also tells the gateway which methods each path takes, so that a method no
+operation has is answered 405 (with `Allow`) before any token is asked for."""
 
 import asyncio
 import json
+import re
 import time
 from typing import Any
 
@@ -11,10 +17,15 @@ import httpx
 
 from gateway.routing import RouteTable
 from shared.logging import get_logger
+from shared.openapi import ERROR_SCHEMAS, add_error_responses, truthful_document
 
 log = get_logger(__name__)
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+# Answers of the gateway itself, on any proxied operation: a malformed request (dot
+# segments, a repeated Authorization header, a bad Content-Length), the rate limit, and an
+# upstream that failed, is unavailable or did not answer in time.
+GATEWAY_ERRORS = (400, 429, 500, 503, 504)
 SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"oauth2": []}]
 SECURITY_SCHEMES = {
     "bearerAuth": {
@@ -54,14 +65,32 @@ class MergedOpenApi:
         self._expires_at = float("-inf")
         self._last_good: dict[str, dict[str, Any]] = {}
         self._lock = asyncio.Lock()
+        self._methods: PathMethods | None = None
+        self._refresh: asyncio.Task[dict[str, Any]] | None = None
 
     async def document(self) -> dict[str, Any]:
         async with self._lock:
             if self._document is None or time.monotonic() >= self._expires_at:
                 self._document, complete = await self._build()
+                self._methods = PathMethods(self._document)
                 ttl = self._cache_seconds if complete else self._retry_seconds
                 self._expires_at = time.monotonic() + ttl
             return self._document
+
+    async def allowed_methods(self, path: str, *, wait: bool) -> frozenset[str] | None:
+        """The methods the document has for a concrete path (upper case), or None when no
+        documented path matches it, or when there is no document yet and `wait` is false:
+        then nothing is fetched. Once there is one, a stale document is rebuilt in the
+        background while this one answers, so that a slow upstream never holds up requests."""
+        if self._methods is None:
+            if not wait:
+                return None
+            await self.document()
+        elif time.monotonic() >= self._expires_at and (
+            self._refresh is None or self._refresh.done()
+        ):
+            self._refresh = asyncio.create_task(self.document())
+        return self._methods.allowed(path) if self._methods is not None else None
 
     async def _build(self) -> tuple[dict[str, Any], bool]:
         """The merged document, and whether every service's own document was fetched."""
@@ -81,13 +110,18 @@ class MergedOpenApi:
                 "description": "Every service behind the Lyceum gateway, in one document.",
             },
             "paths": {},
-            "components": {"schemas": {}, "securitySchemes": SECURITY_SCHEMES},
+            "components": {"schemas": dict(ERROR_SCHEMAS), "securitySchemes": SECURITY_SCHEMES},
         }
         schemas: dict[str, Any] = merged["components"]["schemas"]
         for name in names:
             spec = self._last_good.get(name)
             if spec is None:
                 continue
+            # Already done by a service that installed shared.openapi; done here for any
+            # other, and the error schemas are the gateway's: one copy, never renamed.
+            spec = truthful_document(spec)
+            for shared_name in ERROR_SCHEMAS:
+                spec["components"]["schemas"].pop(shared_name, None)
             spec = _rename_conflicting_schemas(name, spec, schemas)
             schemas.update(spec.get("components", {}).get("schemas", {}))
             for path, operations in spec.get("paths", {}).items():
@@ -119,13 +153,51 @@ class MergedOpenApi:
         result = {}
         for method, operation in operations.items():
             if method in HTTP_METHODS:
-                operation = dict(operation)
+                operation = dict(operation, responses=dict(operation.get("responses", {})))
+                gateway_errors = set(GATEWAY_ERRORS)
                 if self._routes.is_public(method.upper(), path):
                     operation.pop("security", None)
                 else:
                     operation["security"] = SECURITY
+                    gateway_errors.add(401)
+                if "requestBody" in operation:
+                    gateway_errors.add(413)
+                gateway_errors -= {int(key) for key in operation["responses"] if key.isdigit()}
+                add_error_responses(operation, gateway_errors)
+                operation["responses"] = dict(sorted(operation["responses"].items()))
             result[method] = operation
         return result
+
+
+class PathMethods:
+    """Which methods the document has for a concrete path. A literal path segment takes
+    precedence over a template (`/users/me` over `/users/{user_id}`), as OpenAPI says."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self._templates: list[tuple[re.Pattern[str], tuple[bool, ...], frozenset[str]]] = []
+        for template, operations in document.get("paths", {}).items():
+            segments = template.strip("/").split("/")
+            pattern = "/".join(
+                "[^/]+" if _is_parameter(segment) else re.escape(segment) for segment in segments
+            )
+            literal = tuple(not _is_parameter(segment) for segment in segments)
+            methods = frozenset(method.upper() for method in operations if method in HTTP_METHODS)
+            self._templates.append((re.compile(f"/{pattern}"), literal, methods))
+
+    def allowed(self, path: str) -> frozenset[str] | None:
+        matches = [
+            (literal, methods)
+            for pattern, literal, methods in self._templates
+            if pattern.fullmatch(path)
+        ]
+        if not matches:
+            return None
+        best = max(literal for literal, _ in matches)
+        return frozenset().union(*(methods for literal, methods in matches if literal == best))
+
+
+def _is_parameter(segment: str) -> bool:
+    return segment.startswith("{") and segment.endswith("}")
 
 
 def _rename_conflicting_schemas(

@@ -7,7 +7,7 @@ times the request rate of httpx's connection pool, and the proxy is the hot path
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from opentelemetry import propagate
@@ -28,6 +28,7 @@ from gateway.settings import GatewaySettings
 from shared.errors import (
     ApiError,
     AuthenticationRequired,
+    MethodNotAllowed,
     PayloadTooLarge,
     ServiceUnavailable,
     UpstreamTimeout,
@@ -71,6 +72,10 @@ NOT_CONNECTED = (
     aiohttp.ClientOSError,
 )
 
+
+# The methods the merged OpenAPI document has for a path; None for a path it does not have
+# (or while there is no document, unless told to wait for one).
+AllowedMethods = Callable[..., Awaitable[frozenset[str] | None]]
 
 # Streams longer than this (or of unknown length, like SSE) stop when the client leaves.
 WATCHED_LENGTH = 1024 * 1024
@@ -123,9 +128,11 @@ class HttpProxy:
         verifier: TokenVerifier,
         rate_limits: RateLimits,
         session: aiohttp.ClientSession,
+        allowed_methods: AllowedMethods | None = None,
     ) -> None:
         self._settings = settings
         self._routes = routes
+        self._allowed_methods = allowed_methods
         self._verifier = verifier
         self._rate_limits = rate_limits
         self._session = session
@@ -201,8 +208,11 @@ class HttpProxy:
                 if exc.status_code == 401:
                     # A missing or bad token costs the client's address its anonymous budget.
                     await self._rate_limits.enforce(method, path, None, client_ip, rate_limit)
+                    # A method no operation of the path has is a 405, not a call for a token.
+                    await self._refuse_undocumented_method(method, path, wait=True)
                 raise
         await self._rate_limits.enforce(method, path, identity, client_ip, rate_limit)
+        await self._refuse_undocumented_method(method, path, wait=False)
         declared_length = headers.get(b"content-length")
         if declared_length is not None:
             if not declared_length.isdigit():
@@ -343,6 +353,17 @@ class HttpProxy:
         UPSTREAM_FAILURES.labels(upstream.name, "connect").inc()
         log.warning("upstream_unavailable", upstream=upstream.name, error=repr(exc))
         return ServiceUnavailable(f"The {upstream.name} service is unavailable")
+
+    async def _refuse_undocumented_method(self, method: str, path: str, *, wait: bool) -> None:
+        """405, with `Allow`, for a method the merged document does not have for a path it
+        has. `wait`: fetch the document if there is none yet (only where the answer would
+        otherwise be a 401; elsewhere the upstream gives its own 405)."""
+        if self._allowed_methods is None:
+            return
+        allowed = await self._allowed_methods(path, wait=wait)
+        if allowed is None or method in allowed or (method == "HEAD" and "GET" in allowed):
+            return
+        raise MethodNotAllowed(headers={"Allow": ", ".join(sorted(allowed))})
 
     async def _authenticate(self, headers: dict[bytes, bytes]) -> Identity:
         scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")

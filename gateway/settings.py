@@ -3,47 +3,19 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from shared import registry
 from shared.settings import ServiceSettings
 
-DEFAULT_UPSTREAMS = {
-    "auth": "http://127.0.0.1:8001",
-    "users": "http://127.0.0.1:8002",
-    "courses": "http://127.0.0.1:8004",
-    "webhooks": "http://127.0.0.1:8006",
-}
-
-DEFAULT_ROUTES = {
-    "/api/v1/auth": "auth",
-    "/api/v1/users": "users",
-    "/api/v1/courses": "courses",
-    "/api/v1/enrollments": "courses",
-    "/api/v1/progress": "courses",
-    "/api/v1/webhooks": "webhooks",
-}
-
-DEFAULT_PUBLIC_ROUTES = [
-    "POST /api/v1/auth/register",
-    "POST /api/v1/auth/login",
-    "POST /api/v1/auth/refresh",
-    "GET /api/v1/auth/.well-known/jwks.json",
-    "GET /api/v1/courses",
-    "GET /api/v1/courses/*",
-    "POST /api/v1/auth/oauth2/token",
-]
-
+# Every default below comes from the registry of services (shared/registry.py).
+DEFAULT_UPSTREAMS = registry.gateway_upstreams()
+DEFAULT_ROUTES = registry.gateway_routes()
+DEFAULT_PUBLIC_ROUTES = registry.public_routes()
 # Register, login and refresh: limited per client IP by RATE_LIMIT_AUTH.
-DEFAULT_RATE_LIMIT_AUTH_ROUTES = [
-    "POST /api/v1/auth/register",
-    "POST /api/v1/auth/login",
-    "POST /api/v1/auth/refresh",
-    "POST /api/v1/auth/oauth2/token",
-]
-
+DEFAULT_RATE_LIMIT_AUTH_ROUTES = registry.auth_rate_limited_routes()
 # Routes only admins may use: limited per admin by RATE_LIMIT_ADMIN.
-DEFAULT_RATE_LIMIT_ADMIN_ROUTES = [
-    "* /api/v1/users",
-    "* /api/v1/users/*-*-*-*-*",
-]
+DEFAULT_RATE_LIMIT_ADMIN_ROUTES = registry.admin_routes()
+# WebSocket paths and the service behind each (none until a service declares one).
+DEFAULT_WEBSOCKET_ROUTES = registry.gateway_websocket_routes()
 
 
 class GatewaySettings(ServiceSettings):
@@ -52,8 +24,8 @@ class GatewaySettings(ServiceSettings):
 
     model_config = SettingsConfigDict(env_nested_delimiter="__", extra="ignore")
 
-    service_name: str = "gateway"
-    port: int = 8000
+    service_name: str = registry.GATEWAY.name
+    port: int = registry.GATEWAY.port
     workers: int = 1
     upstreams: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_UPSTREAMS))
     routes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ROUTES))
@@ -70,7 +42,8 @@ class GatewaySettings(ServiceSettings):
     breaker_failure_threshold: int = 5
     breaker_reset_seconds: float = 5.0
     max_body_bytes: int = 10 * 1024 * 1024
-    websocket_routes: dict[str, str] = Field(default_factory=lambda: {"/ws": "chat"})
+    # `WEBSOCKET_ROUTES='{"/ws": "chat"}'`: WebSocket paths and their upstreams.
+    websocket_routes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_WEBSOCKET_ROUTES))
 
     rate_limit_auth: str = "5/minute"
     rate_limit_default: str = "100/minute"

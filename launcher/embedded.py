@@ -9,11 +9,12 @@ from pathlib import Path
 
 import uvicorn
 
+from launcher.migrations import embedded_database_url, migrate_embedded
 from launcher.options import LaunchOptions
-from launcher.readiness import wait_healthy
-from launcher.registry import GATEWAY, SERVICES
+from launcher.readiness import print_ready_banner, wait_healthy
 from shared.events import process_bus
 from shared.logging import service_context
+from shared.registry import GATEWAY, SERVICES
 
 
 class EmbeddedServer(uvicorn.Server):
@@ -38,7 +39,7 @@ async def run_embedded(options: LaunchOptions, var_dir: Path) -> None:
         settings = entry.settings(
             **common,
             port=options.port(entry.port_offset),
-            database_url=f"sqlite+aiosqlite:///{var_dir}/{entry.name}.db",
+            database_url=embedded_database_url(var_dir, entry),
         )
         subscription = entry.subscription(options.queue_prefix)
         if subscription is not None:
@@ -69,6 +70,8 @@ async def run_embedded(options: LaunchOptions, var_dir: Path) -> None:
         loop.add_signal_handler(sig, stop.set)
 
     print(f"Starting Lyceum (embedded mode, data in {var_dir})", flush=True)
+    # Every schema is at its latest revision before any service starts.
+    await migrate_embedded(var_dir)
     # Each server runs in a context naming its service: uvicorn's own lines, the lifespan
     # and every request of that server log it.
     tasks = [
@@ -77,7 +80,7 @@ async def run_embedded(options: LaunchOptions, var_dir: Path) -> None:
     ]
     try:
         await asyncio.gather(*(wait_healthy(name, url) for name, url, _ in servers))
-        print(f"\nLyceum is ready: {options.url(0)}  (Ctrl-C stops it)", flush=True)
+        print_ready_banner(options, "Lyceum")
         done_waiting = asyncio.create_task(stop.wait())
         await asyncio.wait([done_waiting, *tasks], return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -13,12 +13,13 @@ import sys
 from pathlib import Path
 
 from launcher.infrastructure import database_url, prepare
+from launcher.migrations import migrate_full
 from launcher.options import LaunchOptions
-from launcher.readiness import wait_healthy
-from launcher.registry import GATEWAY, SERVICES, ServiceEntry
+from launcher.readiness import print_ready_banner, wait_healthy
+from shared.registry import GATEWAY, SERVICES, Component
 
 
-def service_environment(options: LaunchOptions, entry: ServiceEntry) -> dict[str, str]:
+def service_environment(options: LaunchOptions, entry: Component) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         HOST=options.host,
@@ -40,7 +41,7 @@ def service_environment(options: LaunchOptions, entry: ServiceEntry) -> dict[str
 
 
 def start_service(
-    options: LaunchOptions, entry: ServiceEntry, pid_dir: Path
+    options: LaunchOptions, entry: Component, pid_dir: Path
 ) -> "subprocess.Popen[bytes]":
     process = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", entry.package],
@@ -54,6 +55,7 @@ def start_service(
 async def run_full(options: LaunchOptions, pid_dir: Path) -> None:
     print("Preparing the full stack:", flush=True)
     await prepare(options)
+    await migrate_full(options)
     entries = {entry.name: entry for entry in [*SERVICES, GATEWAY]}
     processes: dict[str, subprocess.Popen[bytes]] = {}
     exited_at: dict[str, float] = {}
@@ -67,7 +69,7 @@ async def run_full(options: LaunchOptions, pid_dir: Path) -> None:
         await asyncio.gather(
             *(wait_healthy(e.name, options.url(e.port_offset)) for e in entries.values())
         )
-        print(f"\nLyceum (full stack) is ready: {options.url(0)}  (Ctrl-C stops it)", flush=True)
+        print_ready_banner(options, "Lyceum (full stack)")
         while not stop.is_set():
             for name, process in processes.items():
                 if process.poll() is None:

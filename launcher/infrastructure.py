@@ -5,12 +5,14 @@ from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
 from launcher.options import LaunchOptions
-from launcher.registry import SERVICES
+from shared import registry
 from shared.events.rabbitmq import RabbitBus
+from shared.registry import SERVICES
 
 
 def database_url(options: LaunchOptions, service: str) -> str:
-    return f"{options.postgres_url.rstrip('/')}/{options.database_prefix}_{service}"
+    database = registry.service(service).database_name(options.database_prefix)
+    return f"{options.postgres_url.rstrip('/')}/{database}"
 
 
 async def create_databases(options: LaunchOptions) -> None:
@@ -24,7 +26,7 @@ async def create_databases(options: LaunchOptions) -> None:
     )
     try:
         for entry in SERVICES:
-            name = f"{options.database_prefix}_{entry.name}"
+            name = entry.database_name(options.database_prefix)
             exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
             if not exists:
                 await connection.execute(f'CREATE DATABASE "{name}"')

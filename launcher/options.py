@@ -2,11 +2,14 @@
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.logging import LogFormat
+from shared.registry import AUTH, GATEWAY, JWKS_PATH
+
 
 class LaunchOptions(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
 
-    gateway_port: int = 8000
+    gateway_port: int = GATEWAY.port
     host: str = "127.0.0.1"
     var_dir: str = "var"
     postgres_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432"
@@ -20,7 +23,7 @@ class LaunchOptions(BaseSettings):
     event_delivery_limit: int = 5
     gateway_workers: int = 2
     log_level: str = "INFO"
-    log_json: bool = True
+    log_format: LogFormat = "auto"
     restart_seconds: float = 1.0
 
     def port(self, offset: int) -> int:
@@ -33,4 +36,4 @@ class LaunchOptions(BaseSettings):
         return {name: self.url(offset) for name, offset in names_and_offsets}
 
     def jwks_url(self) -> str:
-        return f"{self.url(1)}/api/v1/auth/.well-known/jwks.json"
+        return f"{self.url(AUTH.port_offset)}{JWKS_PATH}"

@@ -1,12 +1,12 @@
 """One async SQLAlchemy engine per service: SQLite when embedded, PostgreSQL in the full stack."""
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import Request
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -82,6 +82,24 @@ class Database:
             self.engine, expire_on_commit=False, sync_session_class=self.sync_session_class
         )
 
+    @contextlib.asynccontextmanager
+    async def unit_of_work(self, *, write_lock: bool = False) -> AsyncIterator[AsyncSession]:
+        """One transaction: committed when the block ends, rolled back when it raises.
+
+        The only place Lyceum commits: requests get it through `SessionDep`, background
+        work (consumers, relay, dispatcher, start-up tasks) enters it directly.
+        `write_lock` is for a change that reads before it writes and must not interleave
+        with another writer (see `begin_writing`)."""
+        async with self.sessions() as session:
+            try:
+                if write_lock:
+                    await begin_writing(session)
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
     async def ping(self) -> bool:
         try:
             async with self.engine.connect() as connection:
@@ -102,8 +120,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-async def db_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """FastAPI dependency: a session per request; the handler commits what it changes."""
-    database: Database = request.app.state.database
-    async with database.sessions() as session:
-        yield session
+def is_sqlite(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "sqlite"
+
+
+async def begin_writing(session: AsyncSession) -> None:
+    """Makes what the session reads from now on part of one serialised write transaction.
+
+    SQLite has no row locks, and its driver opens a transaction only at the first write,
+    so what was read before would be read outside it: taking the database's write lock
+    first (`BEGIN IMMEDIATE`) makes the reads and the writes one transaction. PostgreSQL
+    needs nothing here: the caller locks the rows it reads (`with_for_update`), which
+    SQLite ignores."""
+    if is_sqlite(session):
+        await session.execute(text("BEGIN IMMEDIATE"))

@@ -7,7 +7,9 @@ from typing import Any
 from fastapi import FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.logging import get_logger
@@ -90,6 +92,10 @@ class PermissionDenied(ApiError):
 
 class NotFound(ApiError):
     status_code, code = 404, "RESOURCE_NOT_FOUND"
+
+
+class MethodNotAllowed(ApiError):
+    status_code, code = 405, "METHOD_NOT_ALLOWED"
 
 
 class Conflict(ApiError):
@@ -208,9 +214,24 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     message = exc.detail if isinstance(exc.detail, str) and exc.status_code < 500 else None
     if exc.status_code == 404 and message == "Not Found":
         message = None
-    if exc.status_code == 405 and message == "Method Not Allowed":
-        message = None
-    return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:
+        if message == "Method Not Allowed":
+            message = None
+        headers = {**(headers or {}), "Allow": ", ".join(sorted(_allowed_methods(request)))}
+    return error_response(exc.status_code, code, message, headers=headers)
+
+
+def _allowed_methods(request: Request) -> set[str]:
+    """Every method some route takes at this path: Starlette's own 405 names only the
+    methods of the first route whose path matched."""
+    scope = {**request.scope, "method": "OPTIONS"}
+    allowed: set[str] = set()
+    for route in request.app.router.routes:
+        methods = getattr(route, "methods", None)
+        if methods and route.matches(scope)[0] != Match.NONE:
+            allowed |= methods
+    return allowed
 
 
 class UnhandledErrorMiddleware:
@@ -241,9 +262,38 @@ class UnhandledErrorMiddleware:
             await error_response(500, "INTERNAL_ERROR")(scope, receive, send)
 
 
+# SQLSTATE class 23 (integrity constraint violation): unique 23505, foreign key 23503.
+_CONFLICT_SQLSTATES = {"23505", "23503"}
+_CONFLICT_SQLITE_MESSAGES = ("UNIQUE constraint failed", "FOREIGN KEY constraint failed")
+
+
+def is_conflict(exc: IntegrityError) -> bool:
+    """A unique or foreign-key violation: the request collided with other data (a
+    duplicate, or a row another request deleted meanwhile), not a defect."""
+    original = exc.orig
+    sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    if sqlstate is None:
+        # asyncpg's error travels as the cause of SQLAlchemy's adapted DBAPI error.
+        sqlstate = getattr(getattr(original, "__cause__", None), "sqlstate", None)
+    if sqlstate is not None:
+        return str(sqlstate) in _CONFLICT_SQLSTATES
+    return any(message in str(original) for message in _CONFLICT_SQLITE_MESSAGES)
+
+
+async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
+    """Where a commit or flush breaks a constraint: the one place such a race becomes 409."""
+    assert isinstance(exc, IntegrityError)
+    if is_conflict(exc):
+        log.info("integrity_conflict", error=str(exc.orig))
+        return error_response(409, "CONFLICT", "Conflicts with the current state of the resource")
+    log.error("integrity_error", error=str(exc.orig))
+    return error_response(500, "INTERNAL_ERROR")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """The envelope for every error; call before adding RequestIdMiddleware."""
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(UnhandledErrorMiddleware)

@@ -5,7 +5,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import httpx
 import jwt
@@ -208,20 +208,17 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
 bearer_scheme = HTTPBearer(auto_error=False, description="Access token from /api/v1/auth/login")
 
 
-async def current_identity(
-    request: Request,
-    credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
-) -> Identity:
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+
+
+async def current_identity(request: Request, credentials: BearerCredentials) -> Identity:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthenticationRequired()
-    verifier: TokenVerifier = request.app.state.token_verifier
+    verifier: TokenVerifier = request.app.state.collaborators.token_verifier
     return await verifier.verify(credentials.credentials)
 
 
-async def optional_identity(
-    request: Request,
-    credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
-) -> Identity | None:
+async def optional_identity(request: Request, credentials: BearerCredentials) -> Identity | None:
     """For public routes: no Authorization header is anonymous; a header is verified."""
     if "authorization" not in request.headers:
         return None
@@ -229,7 +226,7 @@ async def optional_identity(
 
 
 def require_roles(*roles: str) -> Callable[..., Awaitable[Identity]]:
-    async def dependency(identity: Identity = Depends(current_identity)) -> Identity:
+    async def dependency(identity: Annotated[Identity, Depends(current_identity)]) -> Identity:
         if not identity.has_role(*roles):
             raise PermissionDenied()
         return identity

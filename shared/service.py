@@ -1,48 +1,104 @@
-"""The one way a Lyceum service is assembled: the same lifespan, middleware and errors."""
+"""The one way a Lyceum service is assembled: the same collaborators, lifespan, middleware
+and errors.
+
+A service's collaborators (database, bus, revocation store, token verifier, and whatever the
+service adds) are built once, in one typed object with `start` and `stop`. Routes reach it
+through the `Annotated` aliases of `shared.deps` (or the service's own `deps.py`); event
+handlers receive it as their third argument.
+"""
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any, Generic
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
+from typing_extensions import TypeVar
 
 from shared.body_limit import BodySizeLimitMiddleware
 from shared.db import Database
 from shared.errors import install_error_handlers
 from shared.events import connect_bus
-from shared.events.bus import Subscription
+from shared.events.bus import EventBus, Subscription
 from shared.events.consumer import DomainHandler, EventConsumer, ProcessedEventMixin
 from shared.events.inprocess import InProcessBus
 from shared.events.outbox import Outbox, OutboxRelay
+from shared.health import ReadinessCheck
 from shared.health import router as health_router
 from shared.logging import configure_logging, get_logger
-from shared.migrations import upgrade_to_head_async
 from shared.request_id import RequestIdMiddleware
-from shared.revocation import MemoryRevocationStore, revocation_store
+from shared.revocation import MemoryRevocationStore, RevocationStore, revocation_store
 from shared.security import JwksKeySource, KeySource, TokenVerifier
 from shared.settings import ServiceSettings
 from shared.telemetry import configure_tracing
 
 log = get_logger(__name__)
 
-StartupHook = Callable[[FastAPI], Awaitable[None]]
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+
+class Collaborators(Generic[SettingsT]):
+    """What every service is built on. A service with more (auth's key ring, the webhook
+    dispatcher) subclasses it, builds its own in `__init__` and extends `start`/`stop`."""
+
+    def __init__(self, settings: SettingsT, *, key_source: KeySource | None = None) -> None:
+        self.settings = settings
+        self.database = Database(settings.resolved_database_url())
+        self.bus: EventBus = connect_bus(settings)
+        self.revocations: RevocationStore = revocation_store(
+            settings.redis_url, f"{settings.queue_prefix}:revoked"
+        )
+        self.token_verifier = TokenVerifier(
+            key_source
+            or JwksKeySource(
+                settings.jwks_url,
+                min_refresh_seconds=settings.jwks_min_refresh_seconds,
+                max_age_seconds=settings.jwks_cache_seconds,
+            ),
+            self.revocations,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            algorithms=settings.jwt_algorithms,
+            leeway_seconds=settings.jwt_leeway_seconds,
+        )
+
+    def readiness_checks(self) -> dict[str, ReadinessCheck]:
+        return {
+            "database": self.database.ping,
+            "event_bus": self.bus.is_ready,
+            "revocation_store": self.revocations.ping,
+        }
+
+    async def start(self) -> None:
+        await self.bus.start()
+
+    async def stop(self) -> None:
+        # The embedded mode's bus and in-memory store are shared by every service of the
+        # process: the launcher closes them, not one service.
+        if not isinstance(self.bus, InProcessBus):
+            await self.bus.close()
+        if not isinstance(self.revocations, MemoryRevocationStore):
+            await self.revocations.close()
+        await self.database.dispose()
+
+
+CollaboratorsT = TypeVar(
+    "CollaboratorsT", bound=Collaborators[Any], default=Collaborators[ServiceSettings]
+)
 
 
 @dataclass
-class ServiceDefinition:
+class ServiceDefinition(Generic[CollaboratorsT]):
     """What makes one service different from the others."""
 
     name: str
     title: str
     routers: list[APIRouter]
-    migrations_dir: Path
+    collaborators: Callable[[Any], CollaboratorsT] = Collaborators  # type: ignore[assignment]
     outbox: Outbox | None = None
     processed_events: type[ProcessedEventMixin] | None = None
-    event_handlers: dict[str, DomainHandler] = field(default_factory=dict)
-    on_startup: list[StartupHook] = field(default_factory=list)
-    key_source: Callable[[FastAPI], KeySource] | None = None
+    event_handlers: Mapping[str, DomainHandler[CollaboratorsT]] = field(default_factory=dict)
 
     def subscription(self, settings: ServiceSettings) -> Subscription | None:
         if not self.event_handlers:
@@ -50,72 +106,50 @@ class ServiceDefinition:
         return Subscription(f"{settings.queue_prefix}.{self.name}", tuple(self.event_handlers))
 
 
-def create_service_app(definition: ServiceDefinition, settings: ServiceSettings) -> FastAPI:
+def create_service_app(
+    definition: ServiceDefinition[CollaboratorsT], settings: ServiceSettings
+) -> FastAPI:
+    """The schema is migrated before the service starts (`python -m services.<name> migrate`,
+    which `make run` and the deployments run first), never by the service itself."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging(definition.name, settings.log_level, settings.log_json)
+        configure_logging(definition.name, settings.log_level, settings.log_format)
         configure_tracing(definition.name)
-        database_url = settings.resolved_database_url()
-        await upgrade_to_head_async(definition.migrations_dir, database_url)
-        database = Database(database_url)
-        bus = connect_bus(settings)
-        await bus.start()
-        revocations = revocation_store(settings.redis_url, f"{settings.queue_prefix}:revoked")
-        keys = (
-            definition.key_source(app)
-            if definition.key_source
-            else JwksKeySource(
-                settings.jwks_url,
-                min_refresh_seconds=settings.jwks_min_refresh_seconds,
-                max_age_seconds=settings.jwks_cache_seconds,
-            )
-        )
-        app.state.database = database
-        app.state.bus = bus
-        app.state.revocations = revocations
-        app.state.token_verifier = TokenVerifier(
-            keys,
-            revocations,
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-            algorithms=settings.jwt_algorithms,
-            leeway_seconds=settings.jwt_leeway_seconds,
-        )
-        app.state.readiness_checks = {
-            "database": database.ping,
-            "event_bus": bus.is_ready,
-            "revocation_store": revocations.ping,
-        }
-        for hook in definition.on_startup:
-            await hook(app)
-
-        if definition.event_handlers:
-            assert definition.processed_events is not None
-            consumer = EventConsumer(
-                database,
-                definition.processed_events,
-                f"{settings.queue_prefix}.{definition.name}",
-                definition.event_handlers,
-                app.state,
-            )
-            await bus.consume(consumer.subscription)
-        relay = None
-        if definition.outbox is not None:
-            relay = OutboxRelay(
-                database, definition.outbox, bus, poll_seconds=settings.outbox_poll_seconds
-            )
-            relay.start()
-        log.info("service_started", port=settings.port)
+        collaborators = definition.collaborators(settings)
+        await collaborators.start()
+        app.state.collaborators = collaborators
         try:
-            yield
+            if definition.event_handlers:
+                assert definition.processed_events is not None
+                consumer = EventConsumer(
+                    collaborators.database,
+                    definition.processed_events,
+                    f"{settings.queue_prefix}.{definition.name}",
+                    definition.event_handlers,
+                    collaborators,
+                )
+                await collaborators.bus.consume(consumer.subscription)
+            relay = None
+            if definition.outbox is not None:
+                relay = OutboxRelay(
+                    collaborators.database,
+                    definition.outbox,
+                    collaborators.bus,
+                    poll_seconds=settings.outbox_poll_seconds,
+                    max_attempts=settings.outbox_max_attempts,
+                    retry_seconds=settings.outbox_retry_seconds,
+                    retry_max_seconds=settings.outbox_retry_max_seconds,
+                )
+                relay.start()
+            log.info("service_started", port=settings.port)
+            try:
+                yield
+            finally:
+                if relay is not None:
+                    await relay.stop()
         finally:
-            if relay is not None:
-                await relay.stop()
-            if not isinstance(bus, InProcessBus):
-                await bus.close()
-            if not isinstance(revocations, MemoryRevocationStore):
-                await revocations.close()
-            await database.dispose()
+            await collaborators.stop()
 
     app = FastAPI(title=definition.title, version="1.0.0", lifespan=lifespan)
     app.state.settings = settings

@@ -3,6 +3,8 @@
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.logging import LogFormat
+
 
 class ServiceSettings(BaseSettings):
     """What every service needs to know about its surroundings.
@@ -22,7 +24,8 @@ class ServiceSettings(BaseSettings):
     events_exchange: str = "lyceum.events"
     queue_prefix: str = "lyceum"
     log_level: str = "INFO"
-    log_json: bool = True
+    # auto: readable console lines at a terminal, JSON when the output goes elsewhere.
+    log_format: LogFormat = "auto"
     # The largest request body the service reads (declared or streamed); beyond it 413.
     # A service that takes uploads raises it in its own settings class. The gateway's
     # GatewaySettings sets its own, larger default for what it lets through.
@@ -39,6 +42,13 @@ class ServiceSettings(BaseSettings):
     jwks_min_refresh_seconds: float = 10.0
 
     outbox_poll_seconds: float = 2.0
+    # An outbox row the bus refuses (or whose payload does not parse) is tried again after
+    # OUTBOX_RETRY_SECONDS, then twice as long each time up to OUTBOX_RETRY_MAX_SECONDS;
+    # after OUTBOX_MAX_ATTEMPTS it is marked failed and set aside. A broker outage counts
+    # no attempt: it delays events, it never fails them.
+    outbox_max_attempts: int = Field(default=5, ge=1)
+    outbox_retry_seconds: float = Field(default=1.0, ge=0)
+    outbox_retry_max_seconds: float = Field(default=300.0, ge=0)
     event_delivery_limit: int = 5
 
     def resolved_database_url(self) -> str:

@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from shared import registry
+
 PORTS_PER_STACK = 8
 
 
@@ -164,8 +166,17 @@ class Stack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.base_port}"
 
-    def service_url(self, offset: int) -> str:
+    def service_url(self, service: str | int) -> str:
+        """A service's own URL, by its name in the registry (or its port offset)."""
+        offset = service if isinstance(service, int) else registry.component(service).port_offset
         return f"http://127.0.0.1:{self.base_port + offset}"
+
+    def database_url(self, service: str) -> str:
+        """Where the stack keeps a service's database (the launcher migrated it)."""
+        if self.mode == "full":
+            database = registry.service(service).database_name(self.database_prefix)
+            return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
+        return f"sqlite+aiosqlite:///{self.workdir / 'var' / f'{service}.db'}"
 
     @property
     def queue_prefix(self) -> str:

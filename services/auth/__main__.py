@@ -1,34 +1,34 @@
-"""`python -m services.auth` serves; `python -m services.auth rotate-key` rotates the key."""
+"""`python -m services.auth [serve|migrate|rotate-key]`: serve the API (the default), migrate
+the database, or add a signing key and retire the current one."""
 
 import asyncio
-import sys
-from pathlib import Path
 
 from services.auth.keys import KeyRing
 from services.auth.settings import AuthSettings
+from shared.cli import Command, main, migrate
 from shared.db import Database
-from shared.migrations import upgrade_to_head
-from shared.service import serve
+from shared.registry import AUTH
+from shared.settings import ServiceSettings
 
 
 async def rotate_key(settings: AuthSettings) -> str:
     database = Database(settings.resolved_database_url())
-    key_ring = KeyRing(settings.access_token_ttl_seconds + settings.jwt_leeway_seconds)
-    key_ring.bind(database)
+    key_ring = KeyRing(database, settings.access_token_ttl_seconds + settings.jwt_leeway_seconds)
     try:
         return await key_ring.rotate()
     finally:
         await database.dispose()
 
 
-def main() -> None:
-    settings = AuthSettings()
-    if sys.argv[1:] == ["rotate-key"]:
-        upgrade_to_head(Path(__file__).parent / "migrations", settings.resolved_database_url())
-        print(f"new signing key: {asyncio.run(rotate_key(settings))}")
-        return
-    serve("services.auth.app:create_app", settings)
+def rotate_key_command(settings: ServiceSettings) -> None:
+    assert isinstance(settings, AuthSettings)
+    migrate(AUTH, settings)
+    print(f"new signing key: {asyncio.run(rotate_key(settings))}")
 
+
+COMMANDS = {
+    "rotate-key": Command("add a signing key and retire the current one", rotate_key_command),
+}
 
 if __name__ == "__main__":
-    main()
+    main(AUTH, commands=COMMANDS)

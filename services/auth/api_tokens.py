@@ -6,15 +6,13 @@ revoking denies the `jti` in the shared revocation store until the token expires
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import jwt
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.auth.keys import ALGORITHM, KeyRing
 from services.auth.models import Account, ApiToken
 from services.auth.settings import AuthSettings
-from services.auth.tokens import issued_at_now
-from shared.db import Database, utcnow
+from services.auth.tokens import TokenIssuer
+from shared.db import utcnow
 from shared.errors import PermissionDenied
 from shared.revocation import RevocationStore
 
@@ -24,12 +22,7 @@ TOKEN_USE = "api"  # noqa: S105 (a claim value, not a secret)
 
 
 async def issue(
-    session: AsyncSession,
-    settings: AuthSettings,
-    keys: KeyRing,
-    account: Account,
-    name: str,
-    ttl_days: int,
+    session: AsyncSession, issuer: TokenIssuer, account: Account, name: str, ttl_days: int
 ) -> tuple[ApiToken, str]:
     """Records a new API token and returns it with its value, which is never stored."""
     record = ApiToken(
@@ -47,26 +40,16 @@ async def issue(
     await session.refresh(account, with_for_update={"read": True})
     if not account.is_active:
         raise PermissionDenied("Account is disabled")
-    issued_at = issued_at_now()
-    now = int(issued_at)
-    expires_at = now + ttl_days * 24 * 3600
+    signed = await issuer.sign(
+        account,
+        jti=str(record.id),
+        lifetime_seconds=ttl_days * 24 * 3600,
+        extra_claims={"token_use": TOKEN_USE, "name": name},
+    )
     record.roles = account.role
-    record.created_at = datetime.fromtimestamp(now, UTC)
-    record.expires_at = datetime.fromtimestamp(expires_at, UTC)
-    kid, private_key = await keys.signing_key()
-    claims = {
-        "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
-        "sub": str(account.id),
-        "iat": issued_at,
-        "nbf": now,
-        "exp": expires_at,
-        "jti": str(record.id),
-        "roles": [account.role],
-        "token_use": TOKEN_USE,
-        "name": name,
-    }
-    return record, jwt.encode(claims, private_key, algorithm=ALGORITHM, headers={"kid": kid})
+    record.created_at = datetime.fromtimestamp(signed.not_before, UTC)
+    record.expires_at = datetime.fromtimestamp(signed.expires_at, UTC)
+    return record, signed.value
 
 
 async def revoke(record: ApiToken, revocations: RevocationStore) -> None:
@@ -96,17 +79,14 @@ async def revoke_account_tokens(
     )
 
 
-async def republish_revocations(database: Database, revocations: RevocationStore) -> int:
+async def republish_revocations(session: AsyncSession, revocations: RevocationStore) -> int:
     """Puts every revoked, unexpired API token back into the revocation store, so that a
     flushed or replaced Redis cannot bring one back to life."""
-    async with database.sessions() as session:
-        records = (
-            await session.scalars(
-                select(ApiToken).where(
-                    ApiToken.revoked_at.is_not(None), ApiToken.expires_at > utcnow()
-                )
-            )
-        ).all()
+    records = (
+        await session.scalars(
+            select(ApiToken).where(ApiToken.revoked_at.is_not(None), ApiToken.expires_at > utcnow())
+        )
+    ).all()
     for record in records:
         await revocations.revoke_token(str(record.id), int(record.expires_at.timestamp()))
     return len(records)

@@ -7,7 +7,7 @@ until every token it signed has expired, so rotation never logs anybody out.
 import secrets
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -21,24 +21,22 @@ ALGORITHM = "EdDSA"
 _CACHE_SECONDS = 30.0
 
 
+class SigningKeys(Protocol):
+    """What signs tokens: the key ring, or a fixed key in a test."""
+
+    async def signing_key(self) -> tuple[str, Ed25519PrivateKey]: ...
+
+
 class KeyRing:
-    def __init__(self, verify_window_seconds: int) -> None:
-        self._database: Database | None = None
+    def __init__(self, database: Database, verify_window_seconds: int) -> None:
+        self._database = database
         self._verify_window = timedelta(seconds=verify_window_seconds)
         self._signing: tuple[str, Ed25519PrivateKey] | None = None
         self._public: dict[str, Ed25519PublicKey] = {}
         self._loaded_at = float("-inf")
 
-    def bind(self, database: Database) -> None:
-        self._database = database
-
-    @property
-    def database(self) -> Database:
-        assert self._database is not None, "KeyRing.bind() not called"
-        return self._database
-
     async def ensure_signing_key(self) -> None:
-        async with self.database.sessions() as session:
+        async with self._database.sessions() as session:
             current = await session.scalar(
                 select(SigningKey.kid).where(SigningKey.retired_at.is_(None)).limit(1)
             )
@@ -53,7 +51,7 @@ class KeyRing:
             serialization.NoEncryption(),
         ).decode()
         kid = secrets.token_urlsafe(12)
-        async with self.database.sessions() as session, session.begin():
+        async with self._database.unit_of_work() as session:
             await session.execute(
                 update(SigningKey)
                 .where(SigningKey.retired_at.is_(None))
@@ -91,7 +89,7 @@ class KeyRing:
         if (not force and age < _CACHE_SECONDS) or age < min_age:
             return
         cutoff = utcnow() - self._verify_window
-        async with self.database.sessions() as session:
+        async with self._database.sessions() as session:
             rows = (
                 await session.scalars(
                     select(SigningKey)

@@ -4,7 +4,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
-from shared.text import Text
+from services.auth.api_tokens import MAX_TTL_DAYS
+from shared.fields import Integer
+from shared.text import NonBlankText, Text
 
 SelfServiceRole = Literal["student", "instructor"]
 
@@ -12,21 +14,13 @@ SelfServiceRole = Literal["student", "instructor"]
 class RegisterRequest(BaseModel):
     email: EmailStr
     password: Text = Field(min_length=8, max_length=128)
-    name: Text = Field(min_length=1, max_length=200)
+    name: NonBlankText = Field(min_length=1, max_length=200)
     role: SelfServiceRole = "student"
 
     @field_validator("email")
     @classmethod
     def normalise_email(cls, value: str) -> str:
         return value.strip().lower()
-
-    @field_validator("name")
-    @classmethod
-    def strip_name(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("Name must not be blank")
-        return value
 
 
 class LoginRequest(BaseModel):
@@ -59,3 +53,29 @@ class AccountResponse(BaseModel):
     role: str
     is_active: bool
     created_at: datetime
+
+
+class ApiTokenCreate(BaseModel):
+    name: NonBlankText = Field(min_length=1, max_length=100, description="What the token is for")
+    expires_in_days: Integer = Field(90, ge=1, le=MAX_TTL_DAYS)
+
+
+class ApiTokenResponse(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    account_id: uuid.UUID
+    name: str
+    roles: list[str]
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def split_roles(cls, value: object) -> object:
+        return value.split(",") if isinstance(value, str) else value
+
+
+class ApiTokenCreated(ApiTokenResponse):
+    token: str = Field(description="Send as `Authorization: Bearer <token>`; shown only once")

@@ -1,11 +1,12 @@
 from pydantic import AliasChoices, Field
 
+from shared.registry import AUTH
 from shared.settings import ServiceSettings
 
 
 class AuthSettings(ServiceSettings):
-    service_name: str = "auth"
-    port: int = 8001
+    service_name: str = AUTH.name
+    port: int = AUTH.port
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
     admin_email: str | None = Field(

@@ -4,6 +4,7 @@ import hashlib
 import secrets
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
@@ -12,15 +13,12 @@ import jwt
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.auth.keys import ALGORITHM, KeyRing
+from services.auth.keys import ALGORITHM, SigningKeys
 from services.auth.models import Account, RefreshToken
 from services.auth.settings import AuthSettings
 from shared.db import utcnow
 from shared.errors import InvalidToken, PermissionDenied, TokenExpired
-from shared.logging import get_logger
 from shared.revocation import RevocationStore
-
-log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -28,6 +26,23 @@ class IssuedTokens:
     access_token: str
     refresh_token: str
     expires_in: int
+
+
+@dataclass(frozen=True)
+class SignedToken:
+    value: str
+    issued_at: float  # `iat`, with sub-second precision (see `issued_at_now`)
+    not_before: int  # `nbf`: the whole second of `iat`
+    expires_at: int  # `exp`
+
+
+class RefreshTokenReused(Exception):
+    """A spent or revoked refresh token was presented again: its family must be revoked,
+    in a unit of work of its own, since the request that presented it fails."""
+
+    def __init__(self, family_id: uuid.UUID) -> None:
+        super().__init__(str(family_id))
+        self.family_id = family_id
 
 
 def issued_at_now() -> float:
@@ -43,27 +58,49 @@ def hash_refresh_token(token: str) -> str:
 
 
 class TokenIssuer:
-    def __init__(self, settings: AuthSettings, keys: KeyRing, revocations: RevocationStore) -> None:
+    def __init__(
+        self, settings: AuthSettings, keys: SigningKeys, revocations: RevocationStore
+    ) -> None:
         self._settings = settings
         self._keys = keys
         self._revocations = revocations
 
-    async def access_token(self, account: Account, session_id: uuid.UUID) -> str:
+    async def sign(
+        self,
+        account: Account,
+        *,
+        jti: str,
+        lifetime_seconds: int,
+        extra_claims: Mapping[str, Any] | None = None,
+    ) -> SignedToken:
+        """The one place a JWT is built: access tokens and API tokens carry the same
+        registered claims, signed by the current key of the ring."""
         kid, private_key = await self._keys.signing_key()
         issued_at = issued_at_now()
-        now = int(issued_at)
+        not_before = int(issued_at)
+        expires_at = not_before + lifetime_seconds
         claims = {
             "iss": self._settings.jwt_issuer,
             "aud": self._settings.jwt_audience,
             "sub": str(account.id),
             "iat": issued_at,
-            "nbf": now,
-            "exp": now + self._settings.access_token_ttl_seconds,
-            "jti": str(uuid.uuid4()),
-            "sid": str(session_id),
+            "nbf": not_before,
+            "exp": expires_at,
+            "jti": jti,
             "roles": [account.role],
+            **(extra_claims or {}),
         }
-        return jwt.encode(claims, private_key, algorithm=ALGORITHM, headers={"kid": kid})
+        value = jwt.encode(claims, private_key, algorithm=ALGORITHM, headers={"kid": kid})
+        return SignedToken(value, issued_at, not_before, expires_at)
+
+    async def access_token(self, account: Account, session_id: uuid.UUID) -> str:
+        signed = await self.sign(
+            account,
+            jti=str(uuid.uuid4()),
+            lifetime_seconds=self._settings.access_token_ttl_seconds,
+            extra_claims={"sid": str(session_id)},
+        )
+        return signed.value
 
     async def start_session(self, session: AsyncSession, account: Account) -> IssuedTokens:
         tokens = await self._issue(session, account, family_id=uuid.uuid4())
@@ -72,7 +109,9 @@ class TokenIssuer:
         return tokens
 
     async def rotate(self, session: AsyncSession, presented: str) -> IssuedTokens:
-        """Spends a refresh token for a new pair. A token spent twice revokes its family.
+        """Spends a refresh token for a new pair. A token spent twice raises
+        `RefreshTokenReused`: the caller revokes its family (`revoke_family`) in a unit of
+        work of its own, after this one has been rolled back.
 
         The token is spent by a conditional UPDATE (`used_at IS NULL`), so that of concurrent
         refreshes with one token exactly one wins, on PostgreSQL and SQLite alike (SQLite
@@ -102,10 +141,7 @@ class TokenIssuer:
                 if tokens is None:
                     raise InvalidToken("Account is disabled")
                 return tokens
-        await self.revoke_family(session, token.family_id)
-        await session.commit()
-        log.warning("refresh_token_reuse", family_id=str(token.family_id))
-        raise InvalidToken("Refresh token already used; the session has been revoked")
+        raise RefreshTokenReused(token.family_id)
 
     async def revoke_family(self, session: AsyncSession, family_id: uuid.UUID) -> None:
         """Revokes a login's refresh tokens, and denies the access tokens issued with them."""

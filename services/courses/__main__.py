@@ -1,5 +1,7 @@
-from services.courses.settings import CoursesSettings
-from shared.service import serve
+"""`python -m services.courses [serve|migrate]`: see shared.cli."""
+
+from shared.cli import main
+from shared.registry import COURSES
 
 if __name__ == "__main__":
-    serve("services.courses.app:create_app", CoursesSettings())
+    main(COURSES)

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 from fastapi import FastAPI
 
 from services.courses import events
@@ -15,7 +13,6 @@ def create_app(settings: CoursesSettings | None = None) -> FastAPI:
         name="courses",
         title="Lyceum courses",
         routers=routers,
-        migrations_dir=Path(__file__).parent / "migrations",
         outbox=events.outbox,
         processed_events=ProcessedEvent,
         event_handlers=events.handlers,

@@ -1,5 +1,5 @@
-"""Who sees and who may change which course, and the catalogue query the list route and
-`make bench-courses` both run."""
+"""Which courses a viewer sees and how one is looked up: the catalogue query that the list
+use case and `make bench-courses` both run. Queries only; the rules are in `service/`."""
 
 import re
 import uuid
@@ -7,11 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, false, or_, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.courses.models import Course
 from services.courses.schemas import SLUG_PATTERN
-from shared.errors import NotFound, PermissionDenied
 from shared.pagination import SortOrder, order_by
 from shared.security import Identity
 
@@ -96,44 +94,3 @@ def course_lookup(id_or_slug: str) -> ColumnElement[bool]:
         return Course.id == uuid.UUID(id_or_slug)
     except ValueError:
         return Course.slug == id_or_slug if re.fullmatch(SLUG_PATTERN, id_or_slug) else false()
-
-
-async def load_course(session: AsyncSession, id_or_slug: str, viewer: Identity | None) -> Course:
-    """A course the viewer may not see is not found, so that drafts do not leak."""
-    course = await session.scalar(
-        select(Course).where(course_lookup(id_or_slug), visible_to(viewer))
-    )
-    if course is None:
-        raise NotFound("Course not found")
-    return course
-
-
-def may_edit(identity: Identity, course: Course) -> bool:
-    """Admins, and the course's instructor while they still hold the instructor role."""
-    return identity.is_admin or (
-        identity.has_role("instructor") and course.instructor_id == identity.user_id
-    )
-
-
-async def begin_writing(session: AsyncSession) -> None:
-    """Call before the first read of a change. SQLite has no row locks, and its driver opens
-    a transaction only at the first write, so what was read before would be read outside
-    it: taking the database's write lock first (`BEGIN IMMEDIATE`) makes the reads and the
-    writes one transaction, serialised with every other writer. PostgreSQL needs nothing
-    here; its callers lock the rows they read (`with_for_update`)."""
-    if session.get_bind().dialect.name == "sqlite":
-        await session.execute(text("BEGIN IMMEDIATE"))
-
-
-async def editable_course(session: AsyncSession, id_or_slug: str, identity: Identity) -> Course:
-    """The course, locked until the caller commits, so that changes to a course and its
-    lessons, such as lesson positions, happen one at a time."""
-    await begin_writing(session)
-    course = await session.scalar(
-        select(Course).where(course_lookup(id_or_slug), visible_to(identity)).with_for_update()
-    )
-    if course is None:
-        raise NotFound("Course not found")
-    if not may_edit(identity, course):
-        raise PermissionDenied("Only the course's instructor or an admin can change it")
-    return course

@@ -6,12 +6,12 @@ from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.datastructures import State
 
 from services.courses.models import Course, Enrollment, LessonProgress, OutboxEvent
 from shared.events.cloudevents import CloudEvent
 from shared.events.consumer import DomainHandler
 from shared.events.outbox import Outbox
+from shared.service import Collaborators
 
 outbox = Outbox(OutboxEvent, source="lyceum/courses")
 
@@ -77,7 +77,9 @@ def record_course_completed(session: AsyncSession, enrollment: Enrollment) -> No
     outbox.add(session, "course.completed", f"courses/{enrollment.course_id}", data)
 
 
-async def on_user_deleted(session: AsyncSession, event: CloudEvent, _state: State) -> None:
+async def on_user_deleted(
+    session: AsyncSession, event: CloudEvent, _collaborators: Collaborators[Any]
+) -> None:
     """A deleted user's learning record goes; the courses they teach stay, orphaned."""
     user_id = uuid.UUID(event.data["id"])
     # Enrollments first: deleting them waits for a lesson being added, whose progress rows
@@ -92,4 +94,4 @@ async def on_user_deleted(session: AsyncSession, event: CloudEvent, _state: Stat
         record_course_updated(session, course, ["is_orphaned"])
 
 
-handlers: dict[str, DomainHandler] = {"user.deleted": on_user_deleted}
+handlers: dict[str, DomainHandler[Collaborators[Any]]] = {"user.deleted": on_user_deleted}

@@ -1,35 +1,38 @@
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from shared.text import Text
+from shared.fields import Integer, Omittable
+from shared.text import JsonSchemaPattern, Text
 
 Level = Literal["beginner", "intermediate", "advanced"]
 CourseStatus = Literal["draft", "published", "archived"]
 ProgressStatus = Literal["not_started", "in_progress", "completed"]
+# The fields the catalogue sorts by (catalogue.SORTABLE).
+CourseSort = Literal["created_at", "published_at", "title", "duration_weeks"]
 
 SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+# As documented: SLUG_PATTERN, and not 32 hex digits (with hyphens or not), which is a UUID.
+SLUG_DOCUMENTED = r"^(?!(?:[0-9a-f]-?){31}[0-9a-f]$)[a-z0-9]+(?:-[a-z0-9]+)*$"
 
 
-def _not_null(value: object) -> object:
-    """A PATCH may leave a field out; it may not null a field that cannot be empty."""
-    if value is None:
-        raise PydanticCustomError("not_null", "Cannot be null: leave the field out to keep it")
-    return value
-
-
-def _not_a_uuid(slug: str | None) -> str | None:
+def _not_a_uuid(slug: str) -> str:
     """`/courses/{id_or_slug}` must stay unambiguous."""
-    if slug is not None:
-        try:
-            uuid.UUID(slug)
-        except ValueError:
-            return slug
-        raise ValueError("A slug cannot be a UUID")
-    return slug
+    try:
+        uuid.UUID(slug)
+    except ValueError:
+        return slug
+    raise ValueError("A slug cannot be a UUID")
+
+
+Slug = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=200, pattern=SLUG_PATTERN),
+    AfterValidator(_not_a_uuid),
+    JsonSchemaPattern(SLUG_DOCUMENTED, replace=True),
+]
 
 
 class CourseResponse(BaseModel):
@@ -56,23 +59,21 @@ class CourseCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     title: Text = Field(min_length=1, max_length=200)
-    slug: Text | None = Field(None, min_length=1, max_length=200, pattern=SLUG_PATTERN)
+    slug: Slug | None = None
     description: Text = Field("", max_length=20000)
     category: Text = Field("general", min_length=1, max_length=100)
     level: Level
-    duration_weeks: int | None = Field(None, ge=1, le=520)
-
-    _slug_not_uuid = field_validator("slug")(_not_a_uuid)
+    duration_weeks: Integer | None = Field(None, ge=1, le=520)
 
 
 class CourseUpdate(CourseCreate):
     """PUT: the whole course, validated as on create. Omitted optional fields take their
     defaults, except `slug`, `status` and `instructor_id`, which stay as they are."""
 
-    status: CourseStatus | None = None
-    instructor_id: uuid.UUID | None = Field(None, description="Admins only: reassigns the course")
-
-    _required = field_validator("status", "instructor_id")(_not_null)
+    status: Omittable[CourseStatus] = None
+    instructor_id: Omittable[uuid.UUID] = Field(
+        None, description="Admins only: reassigns the course"
+    )
 
 
 class CoursePatch(BaseModel):
@@ -80,19 +81,16 @@ class CoursePatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    title: Text | None = Field(None, min_length=1, max_length=200)
-    slug: Text | None = Field(None, min_length=1, max_length=200, pattern=SLUG_PATTERN)
-    description: Text | None = Field(None, max_length=20000)
-    category: Text | None = Field(None, min_length=1, max_length=100)
-    level: Level | None = None
-    status: CourseStatus | None = None
-    duration_weeks: int | None = Field(None, ge=1, le=520)
-    instructor_id: uuid.UUID | None = Field(None, description="Admins only: reassigns the course")
-
-    _slug_not_uuid = field_validator("slug")(_not_a_uuid)
-    _required = field_validator(
-        "title", "slug", "description", "category", "level", "status", "instructor_id"
-    )(_not_null)
+    title: Omittable[Text] = Field(None, min_length=1, max_length=200)
+    slug: Omittable[Slug] = None
+    description: Omittable[Text] = Field(None, max_length=20000)
+    category: Omittable[Text] = Field(None, min_length=1, max_length=100)
+    level: Omittable[Level] = None
+    status: Omittable[CourseStatus] = None
+    duration_weeks: Integer | None = Field(None, ge=1, le=520)
+    instructor_id: Omittable[uuid.UUID] = Field(
+        None, description="Admins only: reassigns the course"
+    )
 
 
 class LessonResponse(BaseModel):
@@ -115,8 +113,8 @@ class LessonCreate(BaseModel):
 
     title: Text = Field(min_length=1, max_length=200)
     content: Text = Field("", max_length=200000)
-    position: int | None = Field(None, ge=1)
-    duration_minutes: int | None = Field(None, ge=1, le=10000)
+    position: Integer | None = Field(None, ge=1)
+    duration_minutes: Integer | None = Field(None, ge=1, le=10000)
 
 
 class LessonUpdate(LessonCreate):
@@ -129,12 +127,10 @@ class LessonPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    title: Text | None = Field(None, min_length=1, max_length=200)
-    content: Text | None = Field(None, max_length=200000)
-    position: int | None = Field(None, ge=1)
-    duration_minutes: int | None = Field(None, ge=1, le=10000)
-
-    _required = field_validator("title", "content", "position")(_not_null)
+    title: Omittable[Text] = Field(None, min_length=1, max_length=200)
+    content: Omittable[Text] = Field(None, max_length=200000)
+    position: Omittable[Integer] = Field(None, ge=1)
+    duration_minutes: Integer | None = Field(None, ge=1, le=10000)
 
 
 class CourseSummary(BaseModel):

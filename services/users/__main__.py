@@ -1,5 +1,7 @@
-from services.users.settings import UsersSettings
-from shared.service import serve
+"""`python -m services.users [serve|migrate]`: see shared.cli."""
+
+from shared.cli import main
+from shared.registry import USERS
 
 if __name__ == "__main__":
-    serve("services.users.app:create_app", UsersSettings())
+    main(USERS)

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 from fastapi import FastAPI
 
 from services.users import events
@@ -15,7 +13,6 @@ def create_app(settings: UsersSettings | None = None) -> FastAPI:
         name="users",
         title="Lyceum users",
         routers=[router],
-        migrations_dir=Path(__file__).parent / "migrations",
         outbox=events.outbox,
         processed_events=ProcessedEvent,
         event_handlers=events.handlers,

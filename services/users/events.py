@@ -4,12 +4,12 @@ import uuid
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.datastructures import State
 
 from services.users.models import OutboxEvent, Profile
 from shared.events.cloudevents import CloudEvent
 from shared.events.consumer import DomainHandler
 from shared.events.outbox import Outbox
+from shared.service import Collaborators
 
 outbox = Outbox(OutboxEvent, source="lyceum/users")
 
@@ -33,7 +33,9 @@ def record_user_deleted(session: AsyncSession, profile: Profile) -> None:
     outbox.add(session, "user.deleted", f"users/{profile.id}", {"id": str(profile.id)})
 
 
-async def on_user_created(session: AsyncSession, event: CloudEvent, _state: State) -> None:
+async def on_user_created(
+    session: AsyncSession, event: CloudEvent, _collaborators: Collaborators[Any]
+) -> None:
     profile_id = uuid.UUID(event.data["id"])
     if await session.get(Profile, profile_id) is not None:
         return
@@ -47,4 +49,4 @@ async def on_user_created(session: AsyncSession, event: CloudEvent, _state: Stat
     )
 
 
-handlers: dict[str, DomainHandler] = {"user.created": on_user_created}
+handlers: dict[str, DomainHandler[Collaborators[Any]]] = {"user.created": on_user_created}

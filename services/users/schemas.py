@@ -1,30 +1,16 @@
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
-from shared.text import Text
+from shared.fields import Boolean, Omittable
+from shared.text import NotBlank, Text
 
 Role = Literal["student", "instructor", "admin"]
-
-
-def _not_null(value: object) -> object:
-    """A PATCH may leave a field out; it may not null a field that cannot be empty."""
-    if value is None:
-        raise PydanticCustomError("not_null", "Cannot be null: leave the field out to keep it")
-    return value
-
-
-def _not_blank(value: str | None) -> str | None:
-    """Names are stored stripped; one that is only whitespace is refused, as on register."""
-    if value is None:
-        return value
-    value = value.strip()
-    if not value:
-        raise ValueError("Name must not be blank")
-    return value
+UserSort = Literal["created_at", "name", "email", "role"]
+# 1 to 200 characters as sent, not only whitespace (as on register); stored stripped.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200), NotBlank()]
 
 
 class ProfileResponse(BaseModel):
@@ -46,11 +32,9 @@ class ProfileUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Text = Field(min_length=1, max_length=200)
+    name: Name
     bio: Text | None = Field(None, max_length=5000)
     avatar_url: AnyHttpUrl | None = None
-
-    _name_not_blank = field_validator("name")(_not_blank)
 
 
 class ProfilePatch(BaseModel):
@@ -58,21 +42,16 @@ class ProfilePatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Text | None = Field(None, min_length=1, max_length=200)
+    name: Omittable[Name] = None
     bio: Text | None = Field(None, max_length=5000)
     avatar_url: AnyHttpUrl | None = None
-
-    _name_required = field_validator("name")(_not_null)
-    _name_not_blank = field_validator("name")(_not_blank)
 
 
 class AdminUserUpdate(ProfileUpdate):
     role: Role
-    is_active: bool = True
+    is_active: Boolean = True
 
 
 class AdminUserPatch(ProfilePatch):
-    role: Role | None = None
-    is_active: bool | None = None
-
-    _required = field_validator("role", "is_active")(_not_null)
+    role: Omittable[Role] = None
+    is_active: Omittable[Boolean] = None

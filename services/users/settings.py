@@ -1,6 +1,7 @@
+from shared.registry import USERS
 from shared.settings import ServiceSettings
 
 
 class UsersSettings(ServiceSettings):
-    service_name: str = "users"
-    port: int = 8002
+    service_name: str = USERS.name
+    port: int = USERS.port

@@ -1,5 +1,7 @@
-from services.webhooks.settings import WebhooksSettings
-from shared.service import serve
+"""`python -m services.webhooks [serve|migrate]`: see shared.cli."""
+
+from shared.cli import main
+from shared.registry import WEBHOOKS
 
 if __name__ == "__main__":
-    serve("services.webhooks.app:create_app", WebhooksSettings())
+    main(WEBHOOKS)

@@ -178,7 +178,9 @@ class Dispatcher:
     async def _claim(self, limit: int) -> list[Job]:
         now = utcnow()
         failing_room = max(0, self._failing_concurrency - self._failing_in_flight)
-        async with self._database.sessions() as session, session.begin():
+        # Read, then claim what was read: one writer at a time (SQLite's write lock; the
+        # rows' SKIP LOCKED locks on PostgreSQL, where other workers claim other rows).
+        async with self._database.unit_of_work(write_lock=True) as session:
             chosen: list[Delivery] = []
             # Healthy endpoints first, then failing ones within their own, smaller budget.
             for failing, cap, budget in (
@@ -280,7 +282,7 @@ class Dispatcher:
             duration_ms=result.duration_ms,
             error=result.error,
         )
-        async with self._database.sessions() as session, session.begin():
+        async with self._database.unit_of_work(write_lock=True) as session:
             if result.succeeded and not job.endpoint_failing:
                 # The common case, in two statements.
                 succeeded = await session.execute(

@@ -4,11 +4,10 @@ webhooks itself publishes `webhook.endpoint.disabled`."""
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.datastructures import State
 
 from services.webhooks.filters import matches_any
 from services.webhooks.models import Delivery, Endpoint, Message, OutboxEvent
@@ -17,6 +16,10 @@ from shared.events.cloudevents import CloudEvent
 from shared.events.consumer import DomainHandler
 from shared.events.outbox import Outbox
 from shared.wakeups import flag_work
+
+if TYPE_CHECKING:
+    # For annotations only: the collaborators build the dispatcher, which imports this module.
+    from services.webhooks.deps import WebhooksCollaborators
 
 outbox = Outbox(OutboxEvent, source="lyceum/webhooks")
 
@@ -57,7 +60,9 @@ def add_message(
     return deliveries
 
 
-async def fan_out(session: AsyncSession, event: CloudEvent, _state: State) -> None:
+async def fan_out(
+    session: AsyncSession, event: CloudEvent, _webhooks: "WebhooksCollaborators"
+) -> None:
     enabled = (await session.scalars(select(Endpoint).where(Endpoint.enabled))).all()
     matching = [endpoint for endpoint in enabled if matches_any(endpoint.event_types, event.type)]
     if matching:
@@ -74,4 +79,4 @@ def record_endpoint_disabled(session: AsyncSession, endpoint: Endpoint, reason: 
     outbox.add(session, "webhook.endpoint.disabled", f"webhooks/endpoints/{endpoint.id}", data)
 
 
-handlers: dict[str, DomainHandler] = {"#": fan_out}
+handlers: dict[str, DomainHandler["WebhooksCollaborators"]] = {"#": fan_out}

@@ -1,25 +1,18 @@
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_core import PydanticCustomError
 
-from services.webhooks.filters import is_valid_filter
-from shared.text import Text
+from services.webhooks.filters import FILTER_PATTERN, is_valid_filter
+from shared.fields import Boolean, DateTime, Omittable
+from shared.text import JsonSchemaPattern, Text
 
 DeliveryStatus = Literal["pending", "succeeded", "failed"]
 
 EVENT_TYPES_DESCRIPTION = (
     "Filters: `*`, a family such as `user.*`, or a type such as `user.created`"
 )
-
-
-def _not_null(value: object) -> object:
-    """A PATCH may leave a field out; it may not null a field that cannot be empty."""
-    if value is None:
-        raise PydanticCustomError("not_null", "Cannot be null: leave the field out to keep it")
-    return value
 
 
 def _valid_filters(values: list[str]) -> list[str]:
@@ -29,11 +22,23 @@ def _valid_filters(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
+# Checked when the endpoint is saved: the host must resolve, and only to public addresses
+# (or to WEBHOOK_ALLOWED_NETWORKS), which no schema can say.
+URL_DESCRIPTION = (
+    "An http or https URL whose host resolves only to public addresses; "
+    "credentials in the URL are refused"
+)
+EndpointUrl = Annotated[
+    Text, JsonSchemaPattern(r"^[hH][tT][tT][pP][sS]?://[^\x00]+$", replace=True)
+]
+EventTypeFilter = Annotated[Text, JsonSchemaPattern(FILTER_PATTERN.pattern, replace=True)]
+
+
 class EndpointCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: Text = Field(min_length=1, max_length=2048, description="An http or https URL")
-    event_types: list[Text] = Field(
+    url: EndpointUrl = Field(min_length=1, max_length=2048, description=URL_DESCRIPTION)
+    event_types: list[EventTypeFilter] = Field(
         default_factory=lambda: ["*"],
         min_length=1,
         max_length=100,
@@ -47,12 +52,14 @@ class EndpointCreate(BaseModel):
 class EndpointPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: Text | None = Field(None, min_length=1, max_length=2048)
-    event_types: list[Text] | None = Field(None, min_length=1, max_length=100)
-    description: Text | None = Field(None, max_length=500)
-    enabled: bool | None = None
-
-    _required = field_validator("url", "event_types", "description", "enabled")(_not_null)
+    url: Omittable[EndpointUrl] = Field(
+        None, min_length=1, max_length=2048, description=URL_DESCRIPTION
+    )
+    event_types: Omittable[list[EventTypeFilter]] = Field(
+        None, min_length=1, max_length=100, description=EVENT_TYPES_DESCRIPTION
+    )
+    description: Omittable[Text] = Field(None, max_length=500)
+    enabled: Omittable[Boolean] = None
 
     @field_validator("event_types")
     @classmethod
@@ -109,7 +116,7 @@ class DeliveryResponse(BaseModel):
 class RecoverRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    since: datetime = Field(description="Re-send every failed message created since then")
+    since: DateTime = Field(description="Re-send every failed message created since then")
 
     @field_validator("since")
     @classmethod

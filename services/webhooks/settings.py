@@ -3,6 +3,7 @@ from pathlib import Path
 
 from pydantic import field_validator, model_validator
 
+from shared.registry import WEBHOOKS
 from shared.settings import ServiceSettings
 
 # Like the leading webhook services: at once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h
@@ -12,8 +13,8 @@ REPOSITORY_SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "docs" / "events"
 
 
 class WebhooksSettings(ServiceSettings):
-    service_name: str = "webhooks"
-    port: int = 8006
+    service_name: str = WEBHOOKS.name
+    port: int = WEBHOOKS.port
 
     # Seconds to wait before each retry, comma-separated; one attempt more than delays.
     webhook_retry_schedule: str = DEFAULT_RETRY_SCHEDULE

@@ -10,6 +10,12 @@ from shared.events.cloudevents import CloudEvent
 EventHandler = Callable[[CloudEvent, dict[str, str]], Awaitable[None]]
 
 
+class PublishRefused(Exception):
+    """The bus is up but refuses this one message (the broker nacked it, or closed the
+    channel over it); other messages may well go through. Any other failure to publish is
+    the bus being unavailable (`ConnectionError`)."""
+
+
 @dataclass(frozen=True)
 class Subscription:
     """A durable queue of one consuming service and the routing keys bound to it."""
@@ -27,7 +33,8 @@ class EventBus(Protocol):
     async def consume(self, subscription: Subscription) -> None: ...
 
     async def publish(self, event: CloudEvent, headers: dict[str, str]) -> None:
-        """Returns once the broker has confirmed the message; raises if it cannot."""
+        """Returns once the broker has confirmed the message. Raises `ConnectionError` while
+        the broker is unreachable, `PublishRefused` when it refuses this message."""
 
     async def is_ready(self) -> bool: ...
 

@@ -1,15 +1,14 @@
 """The consumer side: each event handled once per service, in the transaction of its work."""
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from opentelemetry import propagate, trace
 from sqlalchemy import String
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
-from starlette.datastructures import State
 
 from shared.db import Database, UTCDateTime, utcnow
 from shared.events.bus import Subscription, topic_matches
@@ -19,8 +18,11 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 tracer = trace.get_tracer("lyceum.events")
 
-# A handler changes its service's data in the session it is given; the consumer commits.
-DomainHandler = Callable[[AsyncSession, CloudEvent, State], Awaitable[None]]
+ContextT = TypeVar("ContextT")
+
+# A handler changes its service's data in the session it is given, with the service's
+# collaborators as its third argument; the consumer's unit of work commits.
+DomainHandler = Callable[[AsyncSession, CloudEvent, ContextT], Awaitable[None]]
 
 
 class ProcessedEventMixin:
@@ -31,7 +33,7 @@ class ProcessedEventMixin:
     processed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
 
 
-class EventConsumer:
+class EventConsumer(Generic[ContextT]):
     """Handlers are keyed by binding key: an event type, or a pattern such as `user.*` or `#`.
 
     Runs a domain handler and records the event id in one transaction; the bus acks
@@ -42,10 +44,10 @@ class EventConsumer:
         database: Database,
         processed_model: type[ProcessedEventMixin],
         queue: str,
-        handlers: dict[str, DomainHandler],
-        state: State,
+        handlers: Mapping[str, DomainHandler[ContextT]],
+        context: ContextT,
     ) -> None:
-        self._state = state
+        self._context = context
         self._database = database
         self._processed_model = processed_model
         self._handlers = handlers
@@ -60,11 +62,11 @@ class EventConsumer:
         context = propagate.extract(headers)
         with tracer.start_as_current_span(f"consume {event.type}", context=context):
             try:
-                async with self._database.sessions() as session, session.begin():
+                async with self._database.unit_of_work() as session:
                     if await session.get(self._processed_model, event.id) is not None:
                         log.info("event_duplicate_ignored", event_id=event.id, type=event.type)
                         return
-                    await handler(session, event, self._state)
+                    await handler(session, event, self._context)
                     processed: Any = self._processed_model
                     session.add(processed(event_id=event.id, event_type=event.type))
             except IntegrityError:

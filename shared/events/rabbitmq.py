@@ -10,9 +10,11 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from aio_pika.exceptions import ChannelPreconditionFailed, DeliveryError
 from pydantic import ValidationError
 
-from shared.events.bus import Subscription
+from shared import metrics
+from shared.events.bus import PublishRefused, Subscription
 from shared.events.cloudevents import CONTENT_TYPE, CloudEvent
 from shared.logging import get_logger
 
@@ -112,6 +114,30 @@ class RabbitBus:
             self._consume_until_consuming(subscription), name=f"consume {subscription.queue}"
         )
         self._consumers[subscription.queue] = task
+        metrics.add_refresher(self, self.refresh_metrics)
+
+    async def refresh_metrics(self) -> None:
+        """Consumer lag and dead letters of the queues this bus consumes, as the broker
+        counts them (a passive declare, on a channel of its own: a queue deleted under us
+        closes that channel, not the consumers')."""
+        if not self._broker_connected() or self._connection is None:
+            return
+        queues = sorted(self._consuming)
+        if not queues:
+            return
+        channel = await self._connection.channel()
+        try:
+            for name in queues:
+                service = metrics.service_of_queue(name)
+                queue = await channel.declare_queue(name, passive=True)
+                ready = queue.declaration_result.message_count or 0
+                metrics.EVENT_QUEUE_MESSAGES.labels(service, name).set(ready)
+                dead_letters = await channel.declare_queue(f"{name}.dlq", passive=True)
+                dead = dead_letters.declaration_result.message_count or 0
+                metrics.EVENT_DEAD_LETTERS.labels(service, name).set(dead)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
 
     async def _consume_until_consuming(self, subscription: Subscription) -> None:
         delay = self._consume_retry_seconds
@@ -169,9 +195,19 @@ class RabbitBus:
             timestamp=event.time,
             headers=dict(headers),
         )
-        await self._exchange.publish(
-            message, routing_key=event.type, timeout=PUBLISH_TIMEOUT_SECONDS
-        )
+        try:
+            await self._exchange.publish(
+                message, routing_key=event.type, timeout=PUBLISH_TIMEOUT_SECONDS
+            )
+        except (DeliveryError, ChannelPreconditionFailed) as exc:
+            # A nack, or the channel closed over this message (too large, for example):
+            # the broker is there and refuses this one.
+            raise PublishRefused(f"the broker refused event {event.id}: {exc!r}") from exc
+        except ConnectionError:
+            raise
+        except Exception as exc:
+            # Timeouts, closed channels, a missing exchange: nothing the message can help.
+            raise ConnectionError(f"broker unavailable: {exc!r}") from exc
 
     def _broker_connected(self) -> bool:
         return (
@@ -190,6 +226,7 @@ class RabbitBus:
         return self._broker_connected() and self.consuming()
 
     async def close(self) -> None:
+        metrics.remove_refresher(self)
         tasks = [t for t in (self._connecting, *self._consumers.values()) if t is not None]
         for task in tasks:
             task.cancel()

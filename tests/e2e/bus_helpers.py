@@ -1,10 +1,13 @@
-"""Another team's view of the event bus: a queue of its own bound to the exchange."""
+"""Another team's view of the event bus: a queue of its own bound to the exchange; and an
+operator's: a service's metrics."""
 
 import asyncio
 import json
 import uuid
 
+import httpx
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared.testing import Stack
 
@@ -35,3 +38,15 @@ async def drain(
 
     await asyncio.wait_for(collect(), within_seconds)
     return received
+
+
+async def metric_value(service_url: str, name: str, **labels: str) -> float:
+    """One sample of a service's `GET /metrics` (0 while the series does not exist)."""
+    async with httpx.AsyncClient(base_url=service_url, timeout=5.0) as client:
+        response = await client.get("/metrics")
+    assert response.status_code == 200, response.text
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0

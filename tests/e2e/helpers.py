@@ -1,5 +1,7 @@
 """What a client of the gateway does again and again."""
 
+import json
+import re
 import uuid
 from typing import Any
 
@@ -71,9 +73,7 @@ def assert_envelope(response: httpx.Response, status: int, code: str) -> dict[st
 
 
 def auth_database_url(stack: Stack) -> str:
-    if stack.mode == "full":
-        return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{stack.database_prefix}_auth"
-    return f"sqlite+aiosqlite:///{stack.workdir / 'var' / 'auth.db'}"
+    return stack.database_url("auth")
 
 
 async def mint_token(stack: Stack, **claims: Any) -> str:
@@ -93,3 +93,33 @@ async def mint_token(stack: Stack, **claims: Any) -> str:
     key = serialization.load_pem_private_key(row.private_key_pem.encode(), None)
     payload = token_claims(**{"roles": ["admin"], **claims})
     return jwt.encode(payload, key, algorithm="EdDSA", headers={"kid": row.kid})  # type: ignore[arg-type]
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text format (0 when absent)."""
+    for line in text.splitlines():
+        found = re.match(r"^([a-z_]+)(?:\{(.*)\})? ([0-9.e+-]+)$", line)
+        if not found or found.group(1) != name:
+            continue
+        present = dict(re.findall(r'(\w+)="([^"]*)"', found.group(2) or ""))
+        if all(present.get(key) == value for key, value in labels.items()):
+            return float(found.group(3))
+    return 0.0
+
+
+async def logged(stack: Stack, event: str, service: str, event_id: str) -> bool:
+    """Whether the stack's log has the JSON line `event` written by `service` about `event_id`."""
+    for line in stack.log_path.read_text(errors="replace").splitlines():
+        if event_id not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if (entry.get("event"), entry.get("service"), entry.get("event_id")) == (
+            event,
+            service,
+            event_id,
+        ):
+            return True
+    return False

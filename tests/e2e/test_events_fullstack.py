@@ -1,7 +1,6 @@
 """Domain events on the real RabbitMQ: what another team's queue receives, and what the
 outbox does while the broker is away."""
 
-import asyncio
 import json
 import uuid
 from typing import Any
@@ -10,8 +9,15 @@ import aio_pika
 from aio_pika.abc import AbstractChannel
 
 from shared.testing import Stack, eventually
-from tests.e2e.bus_helpers import drain, other_team_queue
-from tests.e2e.helpers import admin_tokens, bearer, register, signed_up, unique_email
+from tests.e2e.bus_helpers import drain, metric_value, other_team_queue
+from tests.e2e.helpers import (
+    admin_tokens,
+    bearer,
+    logged,
+    register,
+    signed_up,
+    unique_email,
+)
 
 
 async def test_another_team_receives_user_created_as_cloudevents(
@@ -46,6 +52,8 @@ async def test_broker_outage_delays_events_and_loses_none(
     full_stack: Stack, amqp_channel: AbstractChannel
 ) -> None:
     queue = await other_team_queue(amqp_channel, full_stack, "user.created")
+    auth = full_stack.service_url(1)
+    failed_before = await metric_value(auth, "outbox_failed_events", service="auth")
     broker = full_stack.proxies["amqp"]
     broker.cut()
     try:
@@ -53,8 +61,18 @@ async def test_broker_outage_delays_events_and_loses_none(
             emails = [unique_email("outage") for _ in range(20)]
             for email in emails:
                 await register(client, email=email)
-            await asyncio.sleep(1.0)
-            assert await queue.get(fail=False) is None, "an event got out while the broker was away"
+        # Every event is committed. Proof that the relay has since tried, and found the
+        # broker away, with all of them waiting: a publish failure counted after this point.
+        tried = await _broker_unavailable_count(auth)
+
+        async def relay_tried_again() -> bool:
+            return await _broker_unavailable_count(auth) > tried
+
+        await eventually(relay_tried_again, within_seconds=30)
+        assert await metric_value(auth, "outbox_pending_events", service="auth") >= 20
+        # An outage fails nothing.
+        assert await metric_value(auth, "outbox_failed_events", service="auth") == failed_before
+        assert await queue.get(fail=False) is None, "an event got out while the broker was away"
     finally:
         broker.restore()
     messages = await drain(queue, 20, "outage-", within_seconds=60)
@@ -74,6 +92,12 @@ async def test_broker_outage_delays_events_and_loses_none(
             return bool(listing.json()["pagination"]["total"] == 20)
 
         await eventually(all_profiles, within_seconds=30)
+
+
+async def _broker_unavailable_count(service_url: str) -> float:
+    return await metric_value(
+        service_url, "outbox_publish_failures_total", service="auth", reason="broker_unavailable"
+    )
 
 
 async def test_a_redelivered_event_changes_nothing_the_second_time(
@@ -145,26 +169,9 @@ async def test_a_redelivered_event_changes_nothing_the_second_time(
         await eventually(lambda: auth_name_is(marker_tokens, marker_name))
         # A consumer handles the messages it has prefetched concurrently, so the marker
         # makes the redelivery's consumption near-certain; auth's log makes it certain.
-        await eventually(lambda: _logged_as_duplicate(full_stack, "auth", first["id"]))
+        await eventually(lambda: logged(full_stack, "event_duplicate_ignored", "auth", first["id"]))
         me = (await client.get("/api/v1/auth/me", headers=bearer(subject_tokens))).json()
         assert me["name"] == "Second", "the redelivered event was applied a second time"
-
-
-async def _logged_as_duplicate(stack: Stack, service: str, event_id: str) -> bool:
-    for line in stack.log_path.read_text(errors="replace").splitlines():
-        if event_id not in line:
-            continue
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if (entry.get("event"), entry.get("service"), entry.get("event_id")) == (
-            "event_duplicate_ignored",
-            service,
-            event_id,
-        ):
-            return True
-    return False
 
 
 async def test_poison_message_goes_to_the_dead_letter_queue(

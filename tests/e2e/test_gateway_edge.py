@@ -5,12 +5,12 @@ from aio_pika.abc import AbstractChannel
 
 from shared.testing import Stack
 from tests.e2e.bus_helpers import drain, other_team_queue
-from tests.e2e.gateway_helpers import metric
 from tests.e2e.helpers import (
     PASSWORD,
     admin_tokens,
     assert_envelope,
     bearer,
+    metric,
     signed_up,
     unique_email,
 )

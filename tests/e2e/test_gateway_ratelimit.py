@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from shared.testing import Stack
-from tests.e2e.gateway_helpers import GatewayProcess
 from tests.e2e.helpers import PASSWORD, admin_tokens, assert_envelope, bearer, signed_up
+from tests.processes import GatewayProcess
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

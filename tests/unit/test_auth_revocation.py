@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
 
 from services.auth import tokens
-from services.auth.keys import KeyRing
 from services.auth.models import Account
 from services.auth.settings import AuthSettings
 from services.auth.tokens import TokenIssuer
@@ -36,10 +35,7 @@ class FrozenClock:
         return self.now
 
 
-class StaticKeys(KeyRing):
-    def __init__(self) -> None:
-        super().__init__(verify_window_seconds=900)
-
+class StaticKeys:
     async def signing_key(self) -> tuple[str, Ed25519PrivateKey]:
         return "key-1", SIGNING_KEY
 

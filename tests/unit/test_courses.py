@@ -13,9 +13,8 @@ from pydantic import ValidationError
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.datastructures import State
 
-from services.courses.catalogue import CatalogueFilters, catalogue_query, may_edit
+from services.courses.catalogue import CatalogueFilters, catalogue_query
 from services.courses.events import handlers
 from services.courses.models import (
     Course,
@@ -25,16 +24,17 @@ from services.courses.models import (
     OutboxEvent,
     ProcessedEvent,
 )
-from services.courses.progress import (
+from services.courses.schemas import CoursePatch, CourseUpdate, LessonPatch
+from services.courses.service.courses import may_edit, slugify
+from services.courses.service.lessons import move_lesson, shift_positions
+from services.courses.service.progress import (
     add_progress_rows,
     completion_percentage,
     lock_enrollments,
     recompute_completion,
     set_status,
 )
-from services.courses.routes.courses import slugify
-from services.courses.routes.lessons import move_lesson, shift_positions
-from services.courses.schemas import CoursePatch, CourseUpdate, LessonPatch
+from services.courses.settings import CoursesSettings
 from shared.db import Database, new_id
 from shared.errors import ValidationFailed
 from shared.events.cloudevents import CloudEvent
@@ -42,6 +42,7 @@ from shared.events.consumer import EventConsumer
 from shared.migrations import alembic_config, upgrade_to_head
 from shared.pagination import PageParams, paginate
 from shared.security import Identity
+from shared.service import Collaborators
 
 MIGRATIONS = Path(__file__).parents[2] / "services" / "courses" / "migrations"
 INSTRUCTOR = uuid.uuid4()
@@ -238,16 +239,22 @@ async def test_user_deleted_removes_learning_and_orphans_taught_courses_once(
         add_progress_rows(session, taught.id, [student], [lesson.id])
         await session.commit()
 
-    consumer = EventConsumer(database, ProcessedEvent, "q", handlers, State())
-    for user_id in (student, teacher):
-        event = CloudEvent(
-            source="lyceum/users",
-            type="user.deleted",
-            subject=f"users/{user_id}",
-            data={"id": str(user_id)},
-        )
-        await consumer.handle(event, {})
-        await consumer.handle(event, {})
+    # The embedded mode's collaborators, on the test's database.
+    settings = CoursesSettings(database_url=database.url, amqp_url=None, redis_url=None)
+    collaborators = Collaborators(settings)
+    consumer = EventConsumer(database, ProcessedEvent, "q", handlers, collaborators)
+    try:
+        for user_id in (student, teacher):
+            event = CloudEvent(
+                source="lyceum/users",
+                type="user.deleted",
+                subject=f"users/{user_id}",
+                data={"id": str(user_id)},
+            )
+            await consumer.handle(event, {})
+            await consumer.handle(event, {})
+    finally:
+        await collaborators.database.dispose()
 
     async with database.sessions() as session:
         assert (await session.scalars(select(Enrollment))).all() == []

@@ -3,11 +3,12 @@
 from typing import Any
 
 import httpx
-from fastapi import Depends, FastAPI, Form
+from fastapi import FastAPI, Form
 from pydantic import BaseModel, EmailStr
 
+from shared.deps import PageDep
 from shared.errors import Conflict, install_error_handlers
-from shared.pagination import MAX_PAGE, PageParams, page_params
+from shared.pagination import MAX_PAGE
 from shared.request_id import RequestIdMiddleware
 
 
@@ -32,7 +33,7 @@ def make_app() -> FastAPI:
         return {"name": name}
 
     @app.get("/page")
-    async def page(params: PageParams = Depends(page_params)) -> dict[str, int]:
+    async def page(params: PageDep) -> dict[str, int]:
         return {"page": params.page, "per_page": params.per_page, "offset": params.offset}
 
     @app.get("/boom")

@@ -2,7 +2,6 @@
 envelope: a client that reaches a service without the gateway gets no further."""
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,9 +33,7 @@ def make_app(calls: Calls, limit: int = LIMIT) -> FastAPI:
         calls.count += 1
         return {"ok": "yes"}
 
-    definition = ServiceDefinition(
-        name="limited", title="Limited", routers=[router], migrations_dir=Path("unused")
-    )
+    definition = ServiceDefinition(name="limited", title="Limited", routers=[router])
     return create_service_app(definition, ServiceSettings(max_body_bytes=limit))
 
 

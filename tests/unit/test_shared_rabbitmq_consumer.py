@@ -54,7 +54,7 @@ async def test_a_bus_without_consumers_is_ready_when_connected() -> None:
 async def test_a_consumer_that_fails_is_logged_retried_and_not_ready_until_it_consumes(
     log_lines: LogLines,
 ) -> None:
-    configure_logging("users", "INFO", json=True)
+    configure_logging("users", "INFO", "json")
     bus = ConnectedBus(failures=2)
     await bus.consume(SUBSCRIPTION)
     assert not await bus.is_ready()

@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import select, update
 
 import services.webhooks
+from services.webhooks import service
 from services.webhooks.dispatcher import Dispatcher, Job
 from services.webhooks.events import add_message
 from services.webhooks.models import PENDING, SUCCEEDED, Attempt, Delivery, Endpoint
-from services.webhooks.routes import retry_delivery
 from services.webhooks.sender import AttemptResult
 from services.webhooks.settings import WebhooksSettings
 from services.webhooks.signing import new_secret
@@ -83,7 +83,7 @@ def dispatcher_with(
 async def endpoint_with_deliveries(
     database: Database, name: str, count: int, failing: bool = False
 ) -> Endpoint:
-    async with database.sessions() as session, session.begin():
+    async with database.unit_of_work() as session:
         endpoint = Endpoint(
             url=f"https://{name}.example/hook",
             event_types=["*"],
@@ -157,7 +157,7 @@ async def test_only_the_holder_of_the_claim_records_on_the_delivery(
     [job] = await dispatcher._claim(10)
     assert isinstance(job, Job)
     # The claim lapsed and someone else claimed the delivery meanwhile.
-    async with database.sessions() as session, session.begin():
+    async with database.unit_of_work() as session:
         await session.execute(
             update(Delivery)
             .where(Delivery.id == job.delivery_id)
@@ -170,7 +170,7 @@ async def test_only_the_holder_of_the_claim_records_on_the_delivery(
     [attempt] = await attempts_of(database, delivery)  # the request was sent: it is logged
     assert attempt.response_status == 204
     # The holder of the claim records normally.
-    async with database.sessions() as session, session.begin():
+    async with database.unit_of_work() as session:
         await session.execute(
             update(Delivery)
             .where(Delivery.id == job.delivery_id)
@@ -192,6 +192,17 @@ async def test_a_claimed_delivery_is_not_claimed_again(
     other, _ = dispatcher_with(database, resolver)
     assert len(first) == 1
     assert await other._claim(10) == []
+
+
+async def test_dispatchers_claiming_at_once_never_claim_the_same_delivery(
+    database: Database, resolver: Resolver
+) -> None:
+    for n in range(3):
+        await endpoint_with_deliveries(database, f"shared{n}", 2)
+    dispatchers = [dispatcher_with(database, resolver)[0] for _ in range(4)]
+    claims = await asyncio.gather(*(dispatcher._claim(10) for dispatcher in dispatchers))
+    claimed = [job.delivery_id for jobs in claims for job in jobs]
+    assert len(claimed) == len(set(claimed)) == 6
 
 
 async def test_failing_endpoints_cannot_take_the_slots_of_healthy_ones(
@@ -234,22 +245,22 @@ async def test_a_manual_retry_is_refused_while_an_attempt_is_in_flight(
     dispatcher, _ = dispatcher_with(database, resolver)
     endpoint = await endpoint_with_deliveries(database, "busy", 1)
     [job] = await dispatcher._claim(10)
-    async with database.sessions() as session:
-        with pytest.raises(Conflict):
-            await retry_delivery(job.delivery_id, session)
+    with pytest.raises(Conflict):
+        async with database.unit_of_work() as session:
+            await service.retry_delivery(session, job.delivery_id)
     delivery = await delivery_of(database, endpoint)
     assert delivery.claim_token == job.claim_token  # the attempt in flight still holds it
     # Once the claim has lapsed (its sender must be gone), a retry takes over.
-    async with database.sessions() as session, session.begin():
+    async with database.unit_of_work() as session:
         await session.execute(
             update(Delivery)
             .where(Delivery.id == job.delivery_id)
             .values(next_attempt_at=utcnow() - timedelta(seconds=1))
             .execution_options(synchronize_session=False)
         )
-    async with database.sessions() as session:
-        view = await retry_delivery(job.delivery_id, session)
-    assert view["status"] == PENDING
+    async with database.unit_of_work() as session:
+        retried = await service.retry_delivery(session, job.delivery_id)
+    assert retried.status == PENDING
     delivery = await delivery_of(database, endpoint)
     assert delivery.claim_token is None
     # The lapsed attempt's outcome, should it still come, no longer changes the delivery.

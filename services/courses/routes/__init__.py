@@ -1,12 +1,8 @@
-"""The HTTP API: courses, their lessons, and enrollments with their progress."""
+"""The HTTP API: courses, their lessons, enrollments and progress; each module calls its
+namesake in `service/`."""
 
 from fastapi import APIRouter
 
-from services.courses.routes import courses, enrollments, lessons
+from services.courses.routes import courses, enrollments, lessons, progress
 
-routers: list[APIRouter] = [
-    courses.router,
-    lessons.router,
-    enrollments.enrollments_router,
-    enrollments.progress_router,
-]
+routers: list[APIRouter] = [courses.router, lessons.router, enrollments.router, progress.router]

@@ -2,13 +2,17 @@
 
 import uuid
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.courses.events import record_course_completed, record_lesson_completed
 from services.courses.models import Enrollment, Lesson, LessonProgress
-from shared.db import utcnow
+from services.courses.schemas import ProgressUpdate
+from shared.db import begin_writing, utcnow
+from shared.errors import NotFound
+from shared.security import Identity
 
 
 def add_progress_rows(
@@ -26,13 +30,6 @@ def add_progress_rows(
 
 async def lesson_ids_of(session: AsyncSession, course_id: uuid.UUID) -> list[uuid.UUID]:
     rows = await session.scalars(select(Lesson.id).where(Lesson.course_id == course_id))
-    return list(rows)
-
-
-async def enrolled_user_ids(session: AsyncSession, course_id: uuid.UUID) -> list[uuid.UUID]:
-    rows = await session.scalars(
-        select(Enrollment.user_id).where(Enrollment.course_id == course_id)
-    )
     return list(rows)
 
 
@@ -55,8 +52,8 @@ def completion_percentage(completed: int, total: int) -> float:
 async def lock_enrollments(
     session: AsyncSession, course_id: uuid.UUID, user_id: uuid.UUID | None = None
 ) -> list[Enrollment]:
-    """The course's enrollments (or one user's), row-locked until commit, in one order so
-    that concurrent lockers cannot deadlock."""
+    """The course's enrollments (or one user's), row-locked until the transaction ends, in
+    one order so that concurrent lockers cannot deadlock."""
     query = select(Enrollment).where(Enrollment.course_id == course_id)
     if user_id is not None:
         query = query.where(Enrollment.user_id == user_id)
@@ -115,3 +112,66 @@ async def set_status(
     progress.completed_at = utcnow()
     record_lesson_completed(session, progress)
     await recompute_completion(session, [enrollment])
+
+
+async def load_progress(
+    session: AsyncSession, progress_id: uuid.UUID, identity: Identity
+) -> LessonProgress:
+    """Only one's own progress exists for one: anybody else's is a 404."""
+    progress = await session.scalar(
+        select(LessonProgress)
+        .where(LessonProgress.id == progress_id, LessonProgress.user_id == identity.user_id)
+        .execution_options(populate_existing=True)
+    )
+    if progress is None:
+        raise NotFound("Progress not found")
+    return progress
+
+
+async def course_progress(
+    session: AsyncSession, course_id: uuid.UUID, identity: Identity
+) -> dict[str, Any]:
+    """The caller's progress in a course they are enrolled in, lesson by lesson."""
+    enrollment = await session.scalar(
+        select(Enrollment).where(
+            Enrollment.user_id == identity.user_id, Enrollment.course_id == course_id
+        )
+    )
+    if enrollment is None:
+        raise NotFound("Not enrolled in this course")
+    lessons = await progress_rows(session, identity.user_id, course_id)
+    completed = sum(1 for progress in lessons if progress.status == "completed")
+    return {
+        "course_id": course_id,
+        "enrollment_id": enrollment.id,
+        "total_lessons": len(lessons),
+        "completed_lessons": completed,
+        "completion_percentage": completion_percentage(completed, len(lessons)),
+        "completed_at": enrollment.completed_at,
+        "lessons": lessons,
+    }
+
+
+async def get_progress(
+    session: AsyncSession, progress_id: uuid.UUID, identity: Identity
+) -> LessonProgress:
+    return await load_progress(session, progress_id, identity)
+
+
+async def update_progress(
+    session: AsyncSession, progress_id: uuid.UUID, body: ProgressUpdate, identity: Identity
+) -> LessonProgress:
+    """A lesson's status and notes; the move to completed may complete the course."""
+    await begin_writing(session)
+    progress = await load_progress(session, progress_id, identity)
+    # One writer per enrollment, so that the last two lessons closing together still
+    # yield exactly one `course.completed`.
+    enrollments = await lock_enrollments(session, progress.course_id, identity.user_id)
+    if not enrollments:
+        raise NotFound("Not enrolled in this course")
+    # Read again under the lock: the lesson may have been deleted, or the entry changed.
+    progress = await load_progress(session, progress_id, identity)
+    progress.notes = body.notes
+    await set_status(session, progress, enrollments[0], body.status)
+    await session.flush()
+    return progress

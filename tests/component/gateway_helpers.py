@@ -1,20 +1,15 @@
-"""A small upstream for the gateway's tests (downloads, uploads, SSE, a WebSocket echo, slow
-and failing endpoints, a JWKS of its own), and the processes the tests start: a gateway and
-that upstream, each killable. `python -m tests.e2e.gateway_helpers PORT` serves it."""
+"""A small upstream for the gateway's component tests (downloads, uploads, SSE, a WebSocket
+echo, slow and failing endpoints, a JWKS of its own), run as a killable process in front of
+which the tests start a gateway. `python -m tests.component.gateway_helpers PORT` serves it."""
 
 import asyncio
 import json
 import os
-import re
-import signal
-import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jwt
 import uvicorn
 from cryptography.hazmat.primitives import serialization
@@ -26,7 +21,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from shared.testing import free_port_block, token_claims, wait_until
+from shared.testing import free_port_block, token_claims
+from tests.processes import Process
 
 MIB = 1024 * 1024
 KID = "gateway-test-key"
@@ -210,59 +206,7 @@ class SigningKey:
         return jwt.encode(payload, self.private_key, algorithm="EdDSA", headers={"kid": KID})
 
 
-# --- processes ------------------------------------------------------------------------------
-
-
-class Process:
-    def __init__(self, name: str, workdir: Path, port: int) -> None:
-        self.name = name
-        self.port = port
-        self.log_path = workdir / f"{name}-{port}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def _spawn(self, args: list[str], env: dict[str, str]) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [sys.executable, *args],
-            env={**os.environ, **env},
-            stdout=self.log_path.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-        def healthy() -> bool:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                return httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(healthy, within_seconds=30, interval=0.1)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.kill()
+# --- the upstream as a process -------------------------------------------------------------
 
 
 class UpstreamProcess(Process):
@@ -272,59 +216,10 @@ class UpstreamProcess(Process):
 
     def start(self) -> "UpstreamProcess":
         self._spawn(
-            ["-m", "tests.e2e.gateway_helpers", str(self.port)],
+            ["-m", "tests.component.gateway_helpers", str(self.port)],
             {SIGNING_KEY_ENV: self.key.pem},
         )
         return self
-
-
-class GatewayProcess(Process):
-    """`python -m gateway`, routing /api/v1/files and /ws to the given upstreams."""
-
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
-        super().__init__("gateway", workdir, free_port_block(1))
-        self.env = env
-
-    def start(self) -> "GatewayProcess":
-        self._spawn(
-            ["-m", "gateway"],
-            {
-                "PORT": str(self.port),
-                "QUEUE_PREFIX": f"test-gw-{uuid.uuid4().hex[:10]}",
-                "LOG_LEVEL": "INFO",
-                "WORKERS": "1",
-                **self.env,
-            },
-        )
-        return self
-
-    def rss_bytes(self) -> int:
-        """Resident memory of the gateway and its worker processes."""
-        total = 0
-        for pid in [self.pid, *_children(self.pid)]:
-            try:
-                status = Path(f"/proc/{pid}/status").read_text()
-            except FileNotFoundError:
-                continue
-            for line in status.splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        return total
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (FileNotFoundError, IndexError, ValueError):
-            continue
-        if parent == pid:
-            found.append(int(entry.name))
-            found.extend(_children(int(entry.name)))
-    return found
 
 
 def upstream_env(upstream: UpstreamProcess, **extra: str) -> dict[str, str]:
@@ -332,24 +227,13 @@ def upstream_env(upstream: UpstreamProcess, **extra: str) -> dict[str, str]:
     env = {
         "UPSTREAMS": json.dumps({"files": upstream.url, "chat": upstream.url}),
         "ROUTES": json.dumps({PREFIX: "files"}),
+        "WEBSOCKET_ROUTES": json.dumps({"/ws": "chat"}),
         "PUBLIC_ROUTES": json.dumps([f"POST {PREFIX}/events/*/*/ack"]),
         "JWKS_URL": f"{upstream.url}/jwks.json",
         "RATE_LIMIT_DEFAULT": "100000/minute",
     }
     env.update(extra)
     return env
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus text format (0 when absent)."""
-    for line in text.splitlines():
-        found = re.match(r"^([a-z_]+)(?:\{(.*)\})? ([0-9.e+-]+)$", line)
-        if not found or found.group(1) != name:
-            continue
-        present = dict(re.findall(r'(\w+)="([^"]*)"', found.group(2) or ""))
-        if all(present.get(key) == value for key, value in labels.items()):
-            return float(found.group(3))
-    return 0.0
 
 
 if __name__ == "__main__":

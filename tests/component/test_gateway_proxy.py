@@ -14,15 +14,15 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from shared.testing import eventually
-from tests.e2e.gateway_helpers import (
+from tests.component.gateway_helpers import (
     MIB,
     PREFIX,
-    GatewayProcess,
     SigningKey,
     UpstreamProcess,
     upstream_env,
 )
 from tests.e2e.helpers import assert_envelope
+from tests.processes import GatewayProcess
 
 TRANSFER_MB = 200
 # RSS growth allowed while 200 MB pass through: a fraction of the body, not the body.
