@@ -27,6 +27,7 @@ from shared.events.outbox import Outbox, OutboxRelay
 from shared.health import ReadinessCheck
 from shared.health import router as health_router
 from shared.logging import configure_logging, get_logger
+from shared.openapi import install_openapi
 from shared.request_id import RequestIdMiddleware
 from shared.revocation import MemoryRevocationStore, RevocationStore, revocation_store
 from shared.security import JwksKeySource, KeySource, TokenVerifier
@@ -156,6 +157,7 @@ def create_service_app(
     # Inside the error envelope and the request id, outside the routes' body parsing.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(RequestIdMiddleware, service=definition.name)
     app.include_router(health_router)
     for router in definition.routers:
