@@ -3,8 +3,9 @@ published without holding up the rows behind it, and keeps each subject's events
 the consumer handles each event once."""
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,20 @@ async def database(tmp_path: Path) -> Database:
 def fresh_outbox() -> Outbox:
     """An outbox with a service name of its own, so that each test reads its own metrics."""
     return Outbox(OutboxEvent, source=f"lyceum/test-{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.asynccontextmanager
+async def running_relay(
+    database: Database, outbox: Outbox, bus: Any, **options: Any
+) -> AsyncIterator[OutboxRelay]:
+    """A relay publishing `outbox` to `bus` for the block; the bus is closed after it."""
+    relay = OutboxRelay(database, outbox, bus, **options)
+    relay.start()
+    try:
+        yield relay
+    finally:
+        await relay.stop()
+        await bus.close()
 
 
 class Collector:
@@ -142,10 +157,8 @@ async def test_relay_keeps_events_while_the_bus_is_down_and_sends_them_in_order_
     received = Collector()
     await bus.consume(Subscription("q", ("#",), received))
     outbox = fresh_outbox()
-    relay = OutboxRelay(database, outbox, bus, poll_seconds=0.05, max_attempts=2)
-    relay.start()
-    bus.down = True
-    try:
+    async with running_relay(database, outbox, bus, poll_seconds=0.05, max_attempts=2):
+        bus.down = True
         for n in range(5):
             await record(database, outbox, (f"things/{n}", {"n": n}))
         # The relay has knocked more times than a row may fail since the last event was
@@ -165,9 +178,6 @@ async def test_relay_keeps_events_while_the_bus_is_down_and_sends_them_in_order_
 
         bus.down = False
         events = await received.wait_for(5)
-    finally:
-        await relay.stop()
-        await bus.close()
     assert [event.data["n"] for event in events] == [0, 1, 2, 3, 4]
 
 
@@ -181,11 +191,9 @@ async def test_an_unpublishable_row_is_set_aside_and_the_events_behind_it_still_
     poison = await plant_unpublishable_row(database, "things/poison")
     for n in range(10):
         await record(database, outbox, (f"things/{n}", {"n": n}))
-    relay = OutboxRelay(
+    async with running_relay(
         database, outbox, bus, poll_seconds=0.05, max_attempts=3, retry_seconds=0.01
-    )
-    relay.start()
-    try:
+    ):
         events = await received.wait_for(10)
 
         async def set_aside() -> bool:
@@ -193,9 +201,6 @@ async def test_an_unpublishable_row_is_set_aside_and_the_events_behind_it_still_
 
         await eventually(set_aside, within_seconds=10, interval=0.01)
         figures = await scrape(outbox.service)
-    finally:
-        await relay.stop()
-        await bus.close()
     assert sorted(event.data["n"] for event in events) == list(range(10))
     row = await outbox_row(database, poison)
     assert row.published_at is None
@@ -217,15 +222,10 @@ async def test_the_events_behind_a_row_waiting_for_its_retry_go_on_meanwhile(
     await bus.consume(Subscription("q", ("#",), received))
     outbox = fresh_outbox()
     poison = await plant_unpublishable_row(database, "things/poison")
-    relay = OutboxRelay(database, outbox, bus, poll_seconds=0.05, retry_seconds=3600)
-    relay.start()
-    try:
+    async with running_relay(database, outbox, bus, poll_seconds=0.05, retry_seconds=3600):
         for n in range(10):
             await record(database, outbox, (f"things/{n}", {"n": n}))
         await received.wait_for(10)
-    finally:
-        await relay.stop()
-        await bus.close()
     row = await outbox_row(database, poison)
     assert (row.attempts, row.failed_at, row.published_at) == (1, None, None)
     assert row.next_attempt_at is not None
@@ -256,15 +256,10 @@ async def test_a_subjects_events_wait_behind_its_refused_event_and_others_go_on(
         ("things/a", {"name": "a3"}),
         ("things/b", {"name": "b2"}),
     )
-    relay = OutboxRelay(
+    async with running_relay(
         database, outbox, bus, poll_seconds=0.05, max_attempts=5, retry_seconds=0.01
-    )
-    relay.start()
-    try:
+    ):
         events = await received.wait_for(5)
-    finally:
-        await relay.stop()
-        await bus.close()
     order = [event.data["name"] for event in events]
     assert order == ["b1", "b2", "a1", "a2", "a3"]
 
@@ -276,15 +271,10 @@ async def test_a_subject_goes_on_once_its_blocking_event_has_failed(database: Da
     bus.refuse = lambda event: event.data["name"] == "a1"
     outbox = fresh_outbox()
     await record(database, outbox, ("things/a", {"name": "a1"}), ("things/a", {"name": "a2"}))
-    relay = OutboxRelay(
+    async with running_relay(
         database, outbox, bus, poll_seconds=0.05, max_attempts=2, retry_seconds=0.01
-    )
-    relay.start()
-    try:
+    ):
         events = await received.wait_for(1)
-    finally:
-        await relay.stop()
-        await bus.close()
     assert [event.data["name"] for event in events] == ["a2"]
     async with database.sessions() as session:
         failed = (
