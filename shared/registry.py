@@ -78,6 +78,9 @@ class Service(Component):
     admin_routes: tuple[str, ...] = ()
     # WebSocket paths the gateway relays to this service.
     websocket_routes: tuple[str, ...] = ()
+    # How long the gateway waits for the first byte of its answers, when the gateway's
+    # UPSTREAM_TIMEOUT_SECONDS is too short (a reply generated whole before it is sent).
+    upstream_timeout_seconds: float | None = None
 
     @property
     def database(self) -> str:
@@ -177,6 +180,16 @@ USERS = Service(
     admin_routes=_routes("* /users", "* /users/*-*-*-*-*"),
 )
 
+CHAT = Service(
+    "chat",
+    8003,
+    "services.chat.settings:ChatSettings",
+    "services.chat.app:create_app",
+    prefixes=_api("/conversations", "/messages", "/chat", "/models", "/prompts"),
+    websocket_routes=("/ws",),
+    upstream_timeout_seconds=300.0,
+)
+
 COURSES = Service(
     "courses",
     8004,
@@ -194,7 +207,7 @@ WEBHOOKS = Service(
     prefixes=_api("/webhooks"),
 )
 
-SERVICES: tuple[Service, ...] = (AUTH, USERS, COURSES, WEBHOOKS)
+SERVICES: tuple[Service, ...] = (AUTH, USERS, CHAT, COURSES, WEBHOOKS)
 # The JWKS every verifier reads is auth's.
 JWKS_PATH = f"{API_PREFIX}/auth/.well-known/jwks.json"
 
@@ -227,6 +240,15 @@ def gateway_routes() -> dict[str, str]:
 
 def gateway_websocket_routes() -> dict[str, str]:
     return {path: entry.name for entry in SERVICES for path in entry.websocket_routes}
+
+
+def gateway_upstream_timeouts() -> dict[str, float]:
+    """The services that need longer than the gateway's default to start answering."""
+    return {
+        entry.name: entry.upstream_timeout_seconds
+        for entry in SERVICES
+        if entry.upstream_timeout_seconds is not None
+    }
 
 
 def public_routes() -> list[str]:

@@ -1,0 +1,55 @@
+"""What chat builds beyond the shared collaborators: the model catalogue, the reply streams,
+the per-user generation slots and the generator that runs replies."""
+
+from typing import Annotated
+
+from fastapi import Depends
+
+from services.chat.generation import ReplyGenerator
+from services.chat.providers.catalogue import ModelCatalogue
+from services.chat.settings import ChatSettings
+from services.chat.slots import GenerationSlots
+from services.chat.streams import ReplyStreams
+from services.chat.tokens import encoding
+from shared.deps import collaborators_of
+from shared.health import ReadinessCheck
+from shared.security import KeySource
+from shared.service import Collaborators
+
+
+class ChatCollaborators(Collaborators[ChatSettings]):
+    def __init__(self, settings: ChatSettings, *, key_source: KeySource | None = None) -> None:
+        super().__init__(settings, key_source=key_source)
+        self.catalogue = ModelCatalogue(settings)
+        self.streams = ReplyStreams(
+            settings.redis_url, settings.queue_prefix, settings.chat_stream_retention_seconds
+        )
+        self.slots = GenerationSlots(
+            settings.redis_url,
+            settings.queue_prefix,
+            settings.chat_max_concurrent_streams,
+            settings.chat_generation_timeout_seconds,
+        )
+        self.generator = ReplyGenerator(
+            self.database, self.catalogue, self.streams, self.slots, settings
+        )
+
+    def readiness_checks(self) -> dict[str, ReadinessCheck]:
+        return super().readiness_checks() | {"reply_streams": self.streams.ping}
+
+    async def start(self) -> None:
+        await super().start()
+        encoding()  # loads the tokenizer's vocabulary now rather than in the first request
+        await self.streams.start()
+
+    async def stop(self) -> None:
+        try:
+            await self.generator.close()
+            await self.streams.close()
+            await self.slots.close()
+            await self.catalogue.close()
+        finally:
+            await super().stop()
+
+
+ChatDep = Annotated[ChatCollaborators, Depends(collaborators_of(ChatCollaborators))]

@@ -1,0 +1,1 @@
+"""Where answers come from: any OpenAI-compatible server, or the offline `lyceum-dev`."""

@@ -1,0 +1,1 @@
+"""Chat's use cases: each module is called by its namesake in `routes/`."""

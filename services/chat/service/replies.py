@@ -1,0 +1,247 @@
+"""Starting a reply: the checks that come before any token (slot, quota, model, context),
+the user's message and the reply's row in one transaction, then the generation itself."""
+
+import asyncio
+import contextlib
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from fastapi.encoders import jsonable_encoder
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.chat.deps import ChatCollaborators
+from services.chat.generation import ReplyPlan, RunningReply
+from services.chat.models import Conversation, Message
+from services.chat.providers.base import CompletionRequest
+from services.chat.service import conversations, prompts, usage
+from services.chat.service.messages import branch, get_owned_message
+from services.chat.service.views import chat_response_view
+from services.chat.streams import ERROR, RESPONSE, StreamEvent, StreamGone
+from services.chat.tokens import ChatTurn, ContextTooSmall, fit_to_context
+from shared.db import utcnow
+from shared.errors import ApiError, Conflict, ProviderError, ValidationFailed
+
+# What is kept free for the answer when the request does not set max_tokens.
+DEFAULT_ANSWER_RESERVE = 1024
+# How long stopping a reply generated on another replica waits for it to end.
+STOP_WAIT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class ReplyOptions:
+    model: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class StartedReply:
+    running: RunningReply
+    user_message: Message
+    reply: Message
+
+
+async def reply_to_new_message(
+    collaborators: ChatCollaborators,
+    user_id: uuid.UUID,
+    conversation_id: uuid.UUID | None,
+    content: str,
+    options: ReplyOptions,
+) -> StartedReply:
+    """The user says something (in a conversation, or in a new one when none is named) and
+    a reply starts."""
+    _check_length(collaborators, content)
+    slot = await collaborators.slots.acquire(user_id)
+    try:
+        async with collaborators.database.unit_of_work() as session:
+            await usage.check_quota(session, user_id, collaborators.settings.chat_daily_token_limit)
+            if conversation_id is None:
+                conversation = await conversations.create_conversation(
+                    session,
+                    collaborators.catalogue,
+                    user_id,
+                    title=None,
+                    model=options.model,
+                    prompt=None,
+                )
+            else:
+                conversation = await conversations.get_owned(
+                    session, user_id, conversation_id, lock=True
+                )
+            now = utcnow()
+            question = Message(
+                id=uuid.uuid4(),
+                conversation_id=conversation.id,
+                user_id=user_id,
+                parent_id=conversation.current_message_id,
+                role="user",
+                content=content,
+                model=options.model or conversation.model,
+                status="completed",
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(question)
+            conversations.name_after(conversation, content)
+            started = await _plan(collaborators, session, conversation, question, options)
+    except BaseException:
+        await collaborators.slots.release(user_id, slot)
+        raise
+    running = collaborators.generator.launch(started[0], slot)
+    return StartedReply(running, question, started[1])
+
+
+async def regenerate(
+    collaborators: ChatCollaborators,
+    user_id: uuid.UUID,
+    message_id: uuid.UUID,
+    options: ReplyOptions,
+) -> StartedReply:
+    """A new reply to the same message: a sibling of the reply named (both are kept), or a
+    first reply to the user message named; the conversation moves to the new branch."""
+    slot = await collaborators.slots.acquire(user_id)
+    try:
+        async with collaborators.database.unit_of_work() as session:
+            await usage.check_quota(session, user_id, collaborators.settings.chat_daily_token_limit)
+            target = await get_owned_message(session, user_id, message_id)
+            question = target
+            if target.role == "assistant":
+                if target.status == "generating":
+                    raise Conflict("This reply is still being generated")
+                parent = await session.get(Message, target.parent_id) if target.parent_id else None
+                if parent is None:
+                    raise ValidationFailed("This reply answers no message")
+                question = parent
+            conversation = await conversations.get_owned(
+                session, user_id, question.conversation_id, lock=True
+            )
+            started = await _plan(collaborators, session, conversation, question, options)
+    except BaseException:
+        await collaborators.slots.release(user_id, slot)
+        raise
+    running = collaborators.generator.launch(started[0], slot)
+    return StartedReply(running, question, started[1])
+
+
+def _check_length(collaborators: ChatCollaborators, content: str) -> None:
+    limit = collaborators.settings.chat_max_message_chars
+    if len(content) > limit:
+        raise ValidationFailed(
+            f"A message has at most {limit} characters",
+            details={"field": "content", "issue": f"longer than {limit} characters"},
+        )
+
+
+async def _plan(
+    collaborators: ChatCollaborators,
+    session: AsyncSession,
+    conversation: Conversation,
+    question: Message,
+    options: ReplyOptions,
+) -> tuple[ReplyPlan, Message]:
+    model = await collaborators.catalogue.resolve(options.model or conversation.model)
+    earlier = await branch(session, conversation.id, question.parent_id)
+    history: list[ChatTurn] = [
+        {"role": row.role, "content": row.content}
+        for row in earlier
+        if row.role == "user" or row.status in ("completed", "stopped")
+    ]
+    prompt = await prompts.resolve(session, conversation.prompt) if conversation.prompt else None
+    system: ChatTurn | None = {"role": "system", "content": prompt.content} if prompt else None
+    reserve = options.max_tokens or min(DEFAULT_ANSWER_RESERVE, model.context_window // 4)
+    try:
+        turns = fit_to_context(
+            system,
+            history,
+            {"role": "user", "content": question.content},
+            model.context_window - reserve,
+        )
+    except ContextTooSmall:
+        raise ValidationFailed(
+            f"The message does not fit the context window of {model.id}",
+            details={"field": "content", "issue": f"over {model.context_window} tokens"},
+        ) from None
+    created_at = max(utcnow(), question.created_at + timedelta(microseconds=1))
+    reply = Message(
+        id=uuid.uuid4(),
+        conversation_id=conversation.id,
+        user_id=conversation.user_id,
+        parent_id=question.id,
+        role="assistant",
+        content="",
+        model=model.id,
+        status="generating",
+        temperature=options.temperature,
+        max_tokens=options.max_tokens,
+        prompt_name=prompt.name if prompt else None,
+        prompt_version=prompt.version if prompt else None,
+        created_at=created_at,
+        updated_at=created_at,
+    )
+    session.add(reply)
+    conversation.current_message_id = reply.id
+    conversation.last_activity_at = created_at
+    await session.flush()
+    request = CompletionRequest(
+        model=model.id,
+        messages=turns,
+        temperature=options.temperature,
+        max_tokens=options.max_tokens,
+    )
+    plan = ReplyPlan(reply.id, conversation.id, conversation.user_id, request, created_at)
+    return plan, reply
+
+
+async def finished(running: RunningReply) -> Message:
+    """The saved reply; the generation goes on if the client leaves while waiting."""
+    return await asyncio.shield(running.finished)
+
+
+async def stop(
+    collaborators: ChatCollaborators, user_id: uuid.UUID, message_id: uuid.UUID
+) -> Message:
+    async with collaborators.database.unit_of_work() as session:
+        reply = await get_owned_message(session, user_id, message_id)
+    if reply.role != "assistant":
+        raise ValidationFailed("Only replies can be stopped", details={"field": "id"})
+    if reply.status != "generating":
+        return reply
+    await collaborators.streams.request_stop(message_id)
+    running = collaborators.generator.running(message_id)
+    if running is not None:
+        with contextlib.suppress(ApiError):
+            return await asyncio.shield(running.finished)
+    else:
+        # Generated on another replica: its end comes through the stream.
+        try:
+            async with asyncio.timeout(STOP_WAIT_SECONDS):
+                async for _event in collaborators.streams.follow(message_id):
+                    pass
+        except StreamGone:
+            await _mark_interrupted(collaborators, message_id)
+        except TimeoutError:
+            pass
+    async with collaborators.database.unit_of_work() as session:
+        return await get_owned_message(session, user_id, message_id)
+
+
+async def _mark_interrupted(collaborators: ChatCollaborators, message_id: uuid.UUID) -> None:
+    """A reply whose process died while generating it: what was saved is all there is."""
+    async with collaborators.database.unit_of_work() as session:
+        reply = await session.get(Message, message_id)
+        if reply is not None and reply.status == "generating":
+            reply.status, reply.finish_reason = "stopped", "stopped"
+            reply.updated_at = utcnow()
+
+
+def last_event_of(reply: Message) -> StreamEvent:
+    """How a reply that no stream holds any more ends, rebuilt from its row."""
+    offset = len(reply.content)
+    if reply.status in ("completed", "stopped"):
+        return StreamEvent(RESPONSE, offset, jsonable_encoder(chat_response_view(reply)))
+    if reply.status == "failed":
+        code = reply.error_code or ProviderError.code
+        return StreamEvent(ERROR, offset, {"code": code, "message": "The reply failed"})
+    data = {"code": "INTERNAL_ERROR", "message": "The reply's generation was interrupted"}
+    return StreamEvent(ERROR, offset, data)
