@@ -48,6 +48,9 @@ DEFAULT_MESSAGES = {
     "SERVICE_UNAVAILABLE": "Service unavailable",
     "UPSTREAM_TIMEOUT": "Upstream timed out",
     "INTERNAL_ERROR": "Internal server error",
+    # Chat's: the AI provider failed, or the caller's usage quota is spent.
+    "PROVIDER_ERROR": "The AI provider failed",
+    "QUOTA_EXCEEDED": "Quota exceeded",
 }
 
 
@@ -112,6 +115,14 @@ class UnsupportedMediaType(ApiError):
 
 class RateLimitExceeded(ApiError):
     status_code, code = 429, "RATE_LIMIT_EXCEEDED"
+
+
+class QuotaExceeded(ApiError):
+    status_code, code = 429, "QUOTA_EXCEEDED"
+
+
+class ProviderError(ApiError):
+    status_code, code = 502, "PROVIDER_ERROR"
 
 
 class ServiceUnavailable(ApiError):

@@ -95,10 +95,8 @@ class Stacks:
             "WEBHOOK_ATTEMPT_TIMEOUT_SECONDS": "2",
             "WEBHOOK_DISABLE_AFTER_SECONDS": "4",
             "WEBHOOK_POLL_SECONDS": "0.2",
-            # No service in the registry serves WebSockets yet. A route to the chat service,
-            # which is not deployed (503 once admitted), lets the identity tests see the
-            # gateway's handshake checks; it goes once chat declares `/ws` in the registry.
-            "WEBSOCKET_ROUTES": '{"/ws": "chat"}',
+            # The offline model streams word by word; quick enough for many replies.
+            "CHAT_DEV_WORD_DELAY_SECONDS": "0.002",
         }
         stack = Stack(mode=mode, workdir=self.workdir / mode, env_overrides=env)
         if mode == "full":

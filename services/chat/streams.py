@@ -20,11 +20,16 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 DELTA, RESPONSE, ERROR = "chat_delta", "chat_response", "error"
+# Written to Redis when a reply opens, so that other replicas know of it before its first
+# piece; followers skip it.
+OPENED = "opened"
 TERMINAL = {RESPONSE, ERROR}
 # A finished reply stays in memory this long for late readers; after that it is read from
 # Redis (full stack) or rebuilt from the database.
 LOCAL_LINGER_SECONDS = 60.0
 REDIS_BLOCK_MILLISECONDS = 5000
+# A stop published while the pub/sub listener reconnects is still seen this soon.
+STOP_KEY_CHECK_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,7 @@ class ReplyStreams:
         self._local[message_id] = stream
         if self._redis is not None:
             stream.mirror = asyncio.Queue()
+            stream.mirror.put_nowait(StreamEvent(OPENED, -1, {}))
             expiry = int(lifetime_seconds) + self._retention
             self._spawn(self._mirror(message_id, stream.mirror, expiry))
         return stream
@@ -121,9 +127,13 @@ class ReplyStreams:
 
     async def wait_for_stop(self, message_id: uuid.UUID) -> None:
         stream = self._local[message_id]
-        if self._redis is not None and await self._redis.exists(self._stop_key(message_id)):
+        if self._redis is None:
+            await stream.stop.wait()
             return
-        await stream.stop.wait()
+        while not await self._redis.exists(self._stop_key(message_id)):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stream.stop.wait(), STOP_KEY_CHECK_SECONDS)
+                return
 
     async def _mirror(
         self, message_id: uuid.UUID, queue: "asyncio.Queue[StreamEvent | None]", expiry: int
@@ -242,6 +252,8 @@ class ReplyStreams:
                 last_id = entry_id
                 data = json.loads(fields["data"])
                 event = StreamEvent(fields["kind"], int(fields["offset"]), data)
+                if event.kind == OPENED:
+                    continue
                 if event.is_terminal or event.offset > after:
                     yield event
                 if event.is_terminal:

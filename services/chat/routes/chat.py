@@ -12,7 +12,6 @@ from services.chat.schemas import ChatRequest, ChatResponse, HistoryPage, UsageP
 from services.chat.service import messages, replies, usage
 from services.chat.service.views import chat_response_view
 from shared.deps import CurrentIdentity, SessionDep
-from shared.fields import Integer
 from shared.openapi import error_responses
 
 router = APIRouter(prefix="/api/v1/chat", tags=["chat"])
@@ -51,8 +50,8 @@ async def chat(
 async def history(
     identity: CurrentIdentity,
     session: SessionDep,
-    limit: Integer = Query(50, ge=1, le=100),
-    offset: Integer = Query(0, ge=0, le=10_000_000),
+    limit: int = Query(50, ge=1, le=100),
+    offset: int = Query(0, ge=0, le=10_000_000),
 ) -> dict[str, Any]:
     """Each reply with the message it answers, newest first, across conversations."""
     return await messages.history(session, identity.user_id, limit, offset)

@@ -18,7 +18,6 @@ from services.chat.schemas import (
 )
 from services.chat.service import prompts
 from shared.deps import AdminIdentity, CurrentIdentity, PageDep, SessionDep
-from shared.fields import Integer
 from shared.pagination import Page
 from shared.text import Text
 
@@ -53,7 +52,7 @@ async def get_prompt(
     identity: CurrentIdentity,
     session: SessionDep,
     name: str = PromptPath,
-    version: Integer | None = Query(None, ge=1, le=1_000_000),
+    version: int | None = Query(None, ge=1, le=1_000_000),
     label: Label | None = Query(None, pattern=LABEL_PATTERN),
 ) -> dict[str, Any]:
     """One version of the prompt: `?version=`, `?label=`, or the `production` one."""

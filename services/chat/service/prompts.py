@@ -41,7 +41,7 @@ async def _labels(session: AsyncSession, prompt: Prompt) -> dict[str, int]:
         .where(PromptLabel.prompt_id == prompt.id)
         .order_by(PromptLabel.label)
     )
-    return dict(rows.tuples())
+    return dict(rows.tuples().all())
 
 
 def _version_view(name: str, version: PromptVersion, labels: dict[str, int]) -> dict[str, Any]:
