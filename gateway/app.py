@@ -11,6 +11,7 @@ from starlette.responses import Response
 from gateway import metrics
 from gateway.edge import Edge
 from gateway.middleware import ProxyMiddleware, SecurityHeadersMiddleware
+from gateway.redaction import redact_logs, redact_spans
 from gateway.settings import GatewaySettings
 from shared.errors import install_error_handlers
 from shared.logging import configure_logging, get_logger
@@ -39,6 +40,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging("gateway", settings.log_level, settings.log_format)
         configure_tracing("gateway")
+        redact_logs()
+        redact_spans()
         await edge.start()
         log.info("gateway_started", port=settings.port, upstreams=settings.upstreams)
         try:

@@ -6,12 +6,13 @@ times the request rate of httpx's connection pool, and the proxy is the hot path
 """
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from opentelemetry import propagate
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.breaker import CircuitBreaker
@@ -26,6 +27,7 @@ from gateway.ratelimit import ClientAddress, RateLimits
 from gateway.routing import RouteTable, Upstream
 from gateway.settings import GatewaySettings
 from shared.errors import (
+    DEFAULT_MESSAGES,
     ApiError,
     AuthenticationRequired,
     MethodNotAllowed,
@@ -79,6 +81,10 @@ AllowedMethods = Callable[..., Awaitable[frozenset[str] | None]]
 
 # Streams longer than this (or of unknown length, like SSE) stop when the client leaves.
 WATCHED_LENGTH = 1024 * 1024
+# Upstream errors that reach the client as they are when their body is the platform's
+# envelope (chat's PROVIDER_ERROR, UPSTREAM_TIMEOUT); read up to this size to find out.
+RELAYED_ERROR_STATUSES = {502, 504}
+RELAYED_ERROR_MAX_BYTES = 64 * 1024
 
 
 class BodyTooLarge(Exception):
@@ -254,6 +260,10 @@ class HttpProxy:
             _use_stream_idle_timeout(response, self._stream_idle)
             if body is not None and body.too_large:
                 raise PayloadTooLarge(f"Body exceeds {self._settings.max_body_bytes} bytes")
+            if response.status in RELAYED_ERROR_STATUSES and await self._relay_error(
+                scope, receive, send, upstream, response, rate_limit
+            ):
+                return response.status
             if response.status >= 500:
                 log.error("upstream_error", upstream=upstream.name, status=response.status)
                 UPSTREAM_FAILURES.labels(upstream.name, "5xx").inc()
@@ -417,6 +427,27 @@ class HttpProxy:
         return forwarded
 
     @staticmethod
+    async def _relay_error(
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        upstream: Upstream,
+        response: aiohttp.ClientResponse,
+        rate_limit: list[tuple[bytes, bytes]],
+    ) -> bool:
+        """Relays an upstream error answered in the envelope. The service did answer, and
+        told the client what failed: neither an upstream failure nor one for its breaker."""
+        relayed = await _relayable_error(response)
+        if relayed is None:
+            return False
+        code, body = relayed
+        log.warning(
+            "upstream_error_relayed", upstream=upstream.name, status=response.status, code=code
+        )
+        await _relayed_error(response, body, rate_limit)(scope, receive, send)
+        return True
+
+    @staticmethod
     def _upstream_failure(upstream: Upstream, status: int) -> JSONResponse:
         if status in (502, 503):
             return error_response(
@@ -425,6 +456,55 @@ class HttpProxy:
         if status == 504:
             return error_response(504, "UPSTREAM_TIMEOUT")
         return error_response(500, "INTERNAL_ERROR")
+
+
+async def _relayable_error(response: aiohttp.ClientResponse) -> tuple[str, bytes] | None:
+    """The error code and body of an upstream answer in the platform's envelope, read up to
+    RELAYED_ERROR_MAX_BYTES; None for anything else (HTML, a traceback, too long, cut)."""
+    length = response.content_length
+    if length is not None and length > RELAYED_ERROR_MAX_BYTES:
+        return None
+    body = bytearray()
+    try:
+        async for chunk in response.content.iter_any():
+            body += chunk
+            if len(body) > RELAYED_ERROR_MAX_BYTES:
+                return None
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+    code = _envelope_code(bytes(body))
+    return None if code is None else (code, bytes(body))
+
+
+def _envelope_code(body: bytes) -> str | None:
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(document, dict) or document.get("status") != "error":
+        return None
+    error = document.get("error")
+    if not isinstance(error, dict):
+        return None
+    code, message = error.get("code"), error.get("message")
+    if isinstance(code, str) and code in DEFAULT_MESSAGES and isinstance(message, str):
+        return code
+    return None
+
+
+def _relayed_error(
+    response: aiohttp.ClientResponse, body: bytes, rate_limit: list[tuple[bytes, bytes]]
+) -> Response:
+    """The upstream's status, headers and body, with the gateway's rate-limit headers (the
+    request id is the gateway's, set on the way out)."""
+    answer = Response(body, response.status)
+    answer.raw_headers = [
+        (name.lower(), value)
+        for name, value in response.raw_headers
+        if name.lower() not in RESPONSE_DROPPED and name.lower() != b"content-length"
+    ]
+    answer.raw_headers += [(b"content-length", str(len(body)).encode()), *rate_limit]
+    return answer
 
 
 def _use_stream_idle_timeout(response: aiohttp.ClientResponse, idle_seconds: float) -> None:

@@ -1,6 +1,6 @@
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared import registry
@@ -14,8 +14,10 @@ DEFAULT_PUBLIC_ROUTES = registry.public_routes()
 DEFAULT_RATE_LIMIT_AUTH_ROUTES = registry.auth_rate_limited_routes()
 # Routes only admins may use: limited per admin by RATE_LIMIT_ADMIN.
 DEFAULT_RATE_LIMIT_ADMIN_ROUTES = registry.admin_routes()
-# WebSocket paths and the service behind each (none until a service declares one).
+# WebSocket paths and the service behind each (chat's `/ws`).
 DEFAULT_WEBSOCKET_ROUTES = registry.gateway_websocket_routes()
+# Services that need longer than UPSTREAM_TIMEOUT_SECONDS to start answering (chat).
+DEFAULT_UPSTREAM_TIMEOUTS = registry.gateway_upstream_timeouts()
 
 
 class GatewaySettings(ServiceSettings):
@@ -34,8 +36,11 @@ class GatewaySettings(ServiceSettings):
     # How long the upstream may take to start answering once the request (body included)
     # has been sent; sending a big upload is not limited by it.
     upstream_timeout_seconds: float = 30.0
-    # Per upstream, overriding upstream_timeout_seconds: `UPSTREAM_TIMEOUTS='{"chat": 120}'`.
-    upstream_timeouts: dict[str, float] = Field(default_factory=dict)
+    # Per upstream, overriding upstream_timeout_seconds: `UPSTREAM_TIMEOUTS='{"chat": 120}'`,
+    # on top of the registry's (an upstream the variable does not name keeps its own).
+    upstream_timeouts: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_UPSTREAM_TIMEOUTS)
+    )
     # A streamed response (downloads, SSE) may pause this long between two chunks.
     upstream_stream_idle_seconds: float = 300.0
     upstream_retries: int = 1
@@ -67,3 +72,8 @@ class GatewaySettings(ServiceSettings):
     openapi_cache_seconds: float = 30.0
     # While a service's document cannot be fetched, the merged one is rebuilt this soon.
     openapi_retry_seconds: float = 2.0
+
+    @field_validator("upstream_timeouts")
+    @classmethod
+    def _keep_registry_timeouts(cls, value: dict[str, float]) -> dict[str, float]:
+        return {**DEFAULT_UPSTREAM_TIMEOUTS, **value}

@@ -1,15 +1,22 @@
-"""WebSocket proxy: the token is checked and the request counted at the handshake (an
-`Authorization` header, or an `access_token` query parameter for browsers, which cannot set
-headers on a WebSocket), then frames are relayed both ways until either side closes.
+"""WebSocket proxy: the token is checked and the request counted at the handshake, then
+frames are relayed both ways until either side closes.
+
+Browsers cannot set headers on a WebSocket, so besides `Authorization: Bearer …` the token
+may come as the `token` (or `access_token`) query parameter, or as subprotocols, which keep
+it out of URLs and their logs: `Sec-WebSocket-Protocol: bearer, <token>` or `bearer.<token>`.
+The token is never the selected subprotocol: with the subprotocol form the answer selects
+`bearer` (unless the upstream chose another subprotocol the client offered).
 
 The upstream gets the client's token as `Authorization: Bearer …` and verifies it itself
-(no service trusts an identity header); it also gets the query string, X-Request-ID,
-X-Forwarded-* and the trace context. A handshake the upstream refuses with 400, 401, 403 or
-404 reaches the client with that status, in the envelope."""
+(no service trusts an identity header); it also gets the query string, the subprotocols
+offered except the token, X-Request-ID, X-Forwarded-* and the trace context. A handshake the
+upstream refuses with 400, 401, 403 or 404 reaches the client with that status, in the
+envelope."""
 
 import asyncio
 import contextlib
 import json
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -17,9 +24,11 @@ from opentelemetry import propagate
 from starlette.types import Message, Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 
 from gateway.metrics import WEBSOCKETS
 from gateway.ratelimit import ClientAddress, RateLimits
+from gateway.redaction import TOKEN_PARAMETERS
 from gateway.routing import Upstream
 from gateway.settings import GatewaySettings
 from shared.errors import (
@@ -40,6 +49,19 @@ log = get_logger(__name__)
 FORWARDED = {b"cookie", b"user-agent", b"accept-language", b"origin"}
 # Upstream handshake refusals passed on to the client as they are (anything else is 503).
 RELAYED_STATUSES = {400, 401, 403, 404}
+# The subprotocol that says the next one offered is the token; `bearer.<token>` is one entry.
+BEARER = "bearer"
+BEARER_PREFIX = "bearer."
+
+
+@dataclass(frozen=True)
+class Credentials:
+    token: str
+    # What the upstream is offered: the client's subprotocols without the token.
+    subprotocols: list[str]
+    # The client's own spelling of `bearer` when it offered it: selected unless the upstream
+    # selects another of the client's subprotocols.
+    bearer: str | None
 
 
 class UpstreamRefusal(ApiError):
@@ -67,17 +89,17 @@ class WebSocketProxy:
         assert connected["type"] == "websocket.connect"
         rate_limit: list[tuple[bytes, bytes]] = []
         try:
-            token, identity, client_ip = await self._admit(scope, rate_limit)
+            credentials, identity, client_ip = await self._admit(scope, rate_limit)
             if upstream is None:
                 raise ServiceUnavailable(f"The {name} service is unavailable")
-            upstream_socket = await self._connect(scope, upstream, token, identity, client_ip)
+            upstream_socket = await self._connect(scope, upstream, credentials, identity, client_ip)
         except ApiError as exc:
             await self._deny(scope, send, exc, rate_limit)
             return
         await send(
             {
                 "type": "websocket.accept",
-                "subprotocol": upstream_socket.subprotocol,
+                "subprotocol": upstream_socket.subprotocol or credentials.bearer,
                 "headers": rate_limit,
             }
         )
@@ -90,7 +112,7 @@ class WebSocketProxy:
 
     async def _admit(
         self, scope: Scope, rate_limit: list[tuple[bytes, bytes]]
-    ) -> tuple[str, Identity, str]:
+    ) -> tuple[Credentials, Identity, str]:
         """The token, who it is and the client's address; the handshake counts against the
         rate limit like a request (a refused token against the client's address)."""
         headers = scope["headers"]
@@ -106,29 +128,22 @@ class WebSocketProxy:
         )
         path: str = scope["path"]
         try:
-            token = self._token(scope)
-            identity = await self._verifier.verify(token)
+            credentials = _credentials(scope)
+            identity = await self._verifier.verify(credentials.token)
         except ApiError as exc:
             if exc.status_code == 401:
                 await self._rate_limits.enforce("GET", path, None, client_ip, rate_limit)
             raise
         await self._rate_limits.enforce("GET", path, identity, client_ip, rate_limit)
-        return token, identity, client_ip
-
-    @staticmethod
-    def _token(scope: Scope) -> str:
-        headers = dict(scope["headers"])
-        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            token = (query.get("access_token") or [""])[0]
-        token = str(token).strip()
-        if not token:
-            raise AuthenticationRequired()
-        return token
+        return credentials, identity, client_ip
 
     async def _connect(
-        self, scope: Scope, upstream: Upstream, token: str, identity: Identity, client_ip: str
+        self,
+        scope: Scope,
+        upstream: Upstream,
+        credentials: Credentials,
+        identity: Identity,
+        client_ip: str,
     ) -> ClientConnection:
         url = upstream.url.replace("http", "ws", 1) + scope["path"]
         query: bytes = scope.get("query_string", b"")
@@ -145,7 +160,7 @@ class WebSocketProxy:
             peer, scheme, dict(scope["headers"]).get(b"x-forwarded-proto")
         )
         headers += [
-            ("authorization", f"Bearer {token}"),
+            ("authorization", f"Bearer {credentials.token}"),
             ("x-request-id", current_request_id() or ""),
             ("x-forwarded-for", client_ip),
             ("x-forwarded-proto", client_scheme),
@@ -160,7 +175,7 @@ class WebSocketProxy:
             return await connect(
                 url,
                 additional_headers=headers,
-                subprotocols=scope.get("subprotocols") or None,
+                subprotocols=[Subprotocol(name) for name in credentials.subprotocols] or None,
                 open_timeout=self._connect_timeout,
                 compression=None,
                 max_size=None,
@@ -235,6 +250,52 @@ class WebSocketProxy:
             await send({"type": "websocket.http.response.body", "body": body})
             return
         await send({"type": "websocket.close", "code": 4000 + exc.status_code})
+
+
+def _credentials(scope: Scope) -> Credentials:
+    """The one token of the handshake, wherever the client put it; two different ones are
+    refused, so that the gateway and the service can never act on different tokens."""
+    tokens: list[str] = []
+    scheme, _, value = (
+        dict(scope["headers"]).get(b"authorization", b"").decode("latin-1").partition(" ")
+    )
+    if scheme.lower() == "bearer":
+        tokens.append(value.strip())
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    for parameter in TOKEN_PARAMETERS:
+        tokens += (given.strip() for given in query.get(parameter, []))
+    offered: list[str] = list(scope.get("subprotocols") or [])
+    carried, others, bearer = _subprotocol_tokens(offered)
+    tokens += carried
+    distinct = {token for token in tokens if token}
+    if len(distinct) > 1:
+        raise ValidationFailed(
+            "Send one access token",
+            details={"field": "token", "issue": "different tokens in one handshake"},
+        )
+    if not distinct:
+        raise AuthenticationRequired()
+    return Credentials(distinct.pop(), others, bearer)
+
+
+def _subprotocol_tokens(offered: list[str]) -> tuple[list[str], list[str], str | None]:
+    """The tokens among the subprotocols (`bearer.<token>`, or the entry after `bearer`),
+    the other subprotocols, and the client's spelling of `bearer` if it offered it."""
+    tokens: list[str] = []
+    others: list[str] = []
+    bearer = None
+    expecting_token = False
+    for entry in offered:
+        after_bearer, expecting_token = expecting_token, False
+        if entry.lower().startswith(BEARER_PREFIX):
+            tokens.append(entry[len(BEARER_PREFIX) :])
+        elif after_bearer and entry.lower() != BEARER:
+            tokens.append(entry)
+        else:
+            if entry.lower() == BEARER:
+                bearer, expecting_token = entry, True
+            others.append(entry)
+    return tokens, others, bearer
 
 
 def _refusal(status: int, body: bytes) -> UpstreamRefusal:

@@ -28,7 +28,17 @@ from structlog.types import EventDict, Processor, WrappedLogger
 LogFormat = Literal["auto", "json", "console"]
 
 # Quiet at every level: one line per request or per frame is too much even when debugging.
-_NOISY_LOGGERS = ("uvicorn.access", "aio_pika", "aiormq", "httpx", "httpcore")
+# websockets and the AI provider clients would log message contents at DEBUG.
+_NOISY_LOGGERS = (
+    "uvicorn.access",
+    "aio_pika",
+    "aiormq",
+    "httpx",
+    "httpcore",
+    "httpx2",
+    "openai",
+    "websockets",
+)
 # Quiet unless LOG_LEVEL=DEBUG: what libraries say while they set themselves up.
 _SETUP_LOGGERS = ("alembic", "uvicorn", "uvicorn.error")
 

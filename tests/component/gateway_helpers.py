@@ -1,6 +1,7 @@
 """A small upstream for the gateway's component tests (downloads, uploads, SSE, a WebSocket
-echo, slow and failing endpoints, a JWKS of its own), run as a killable process in front of
-which the tests start a gateway. `python -m tests.component.gateway_helpers PORT` serves it."""
+echo, slow and failing endpoints, errors in the envelope or not, a JWKS of its own), run as
+a killable process in front of which the tests start a gateway.
+`python -m tests.component.gateway_helpers PORT` serves it."""
 
 import asyncio
 import json
@@ -15,9 +16,16 @@ import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
+from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -78,6 +86,28 @@ async def events(request: Request) -> StreamingResponse:
     return StreamingResponse(body(), media_type="text/event-stream")
 
 
+async def chat_stream(request: Request) -> EventSourceResponse:
+    """As chat streams an answer: a POST answered with Server-Sent Events by sse-starlette
+    (which sets `Cache-Control` and `X-Accel-Buffering: no`), each event after a pause and
+    only once the client has acknowledged the one before."""
+    stream = request.query_params["stream"]
+    count = int(request.query_params.get("count", "3"))
+    pause = float(request.query_params.get("pause", "0.2"))
+    prompt = (await request.json())["prompt"]
+
+    async def body() -> AsyncIterator[dict[str, str]]:
+        try:
+            for number in range(count):
+                await asyncio.sleep(pause)
+                _acks[f"{stream}:{number}"] = asyncio.Event()
+                yield {"event": "chat_delta", "data": json.dumps({"n": number, "to": prompt})}
+                await asyncio.wait_for(_acks[f"{stream}:{number}"].wait(), 60)
+        finally:
+            _closed_streams.add(stream)
+
+    return EventSourceResponse(body())
+
+
 async def acknowledge(request: Request) -> Response:
     _acks[f"{request.path_params['stream']}:{request.path_params['number']}"].set()
     return Response(status_code=204)
@@ -96,6 +126,38 @@ async def boom(request: Request) -> PlainTextResponse:
     return PlainTextResponse(
         "Traceback: psycopg.OperationalError password=hunter2 at db.internal", status_code=500
     )
+
+
+async def failing(request: Request) -> Response:
+    """Fails with the status asked for: the body in the envelope (with `code`, padded by
+    `pad` bytes, sent in pieces without a length with `chunked=1`) or, with `html=1`, as a
+    proxy's error page."""
+    status = int(request.query_params.get("status", "502"))
+    if request.query_params.get("html"):
+        return HTMLResponse("<html><body>502 Bad Gateway nginx/1.25</body></html>", status)
+    envelope = {
+        "status": "error",
+        "error": {
+            "code": request.query_params.get("code", "PROVIDER_ERROR"),
+            "message": "The AI provider failed",
+            "details": {
+                "provider": "lyceum-dev",
+                "pad": "p" * int(request.query_params.get("pad", "0")),
+            },
+        },
+        "request_id": request.headers.get("x-request-id"),
+        "timestamp": "2026-01-01T00:00:00Z",
+    }
+    body = json.dumps(envelope).encode()
+    headers = {"x-request-id": "set-by-the-upstream", "retry-after": "7"}
+    if not request.query_params.get("chunked"):
+        return Response(body, status, headers=headers, media_type="application/json")
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 8192):
+            yield body[start : start + 8192]
+
+    return StreamingResponse(pieces(), status, headers=headers, media_type="application/json")
 
 
 async def jwks(request: Request) -> JSONResponse:
@@ -133,11 +195,14 @@ async def websocket_echo(websocket: WebSocket) -> None:
             JSONResponse({"status": "error", "error": {"code": "INVALID_TOKEN"}}, 401)
         )
         return
-    await websocket.accept()
+    offered = websocket.scope.get("subprotocols", [])
+    select = websocket.query_params.get("select")
+    await websocket.accept(subprotocol=select if select in offered else None)
     await websocket.send_json(
         {
             "hello": websocket.headers.get("x-user-id"),
             "verified_subject": subject,
+            "subprotocols": offered,
             "query": websocket.url.query,
             "traceparent": websocket.headers.get("traceparent"),
             "x_forwarded_for": websocket.headers.get("x-forwarded-for"),
@@ -177,9 +242,11 @@ upstream_app = Starlette(
         Route(f"{PREFIX}/upload", upload, methods=["POST"]),
         Route(f"{PREFIX}/events", events),
         Route(f"{PREFIX}/events/{{stream}}/{{number}}/ack", acknowledge, methods=["POST"]),
+        Route(f"{PREFIX}/chat-stream", chat_stream, methods=["POST"]),
         Route(f"{PREFIX}/events/{{stream}}/closed", stream_closed),
         Route(f"{PREFIX}/slow", slow),
         Route(f"{PREFIX}/boom", boom),
+        Route(f"{PREFIX}/failing", failing),
         WebSocketRoute("/ws", websocket_echo),
         WebSocketRoute(f"{PREFIX}/ws-refuse", websocket_refuse),
     ]

@@ -3,8 +3,10 @@ a gateway process in front of the stub upstream (and, for Redis, the machine's R
 through a proxy the test can cut)."""
 
 import asyncio
+import json
 import socket
 import struct
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -115,6 +117,81 @@ async def test_slow_upstream_is_504_and_failing_upstream_hides_its_internals(
             assert_envelope(boom, 500, "INTERNAL_ERROR")
             for leaked in ("Traceback", "hunter2", "db.internal", "psycopg"):
                 assert leaked not in boom.text
+    finally:
+        gateway.stop()
+
+
+async def test_chat_gets_the_registry_s_longer_timeout_unless_configured_otherwise(
+    workdir: Path, upstream: UpstreamProcess, key: SigningKey
+) -> None:
+    """Chat's upstream_timeout_seconds in the registry outlasts UPSTREAM_TIMEOUT_SECONDS,
+    even when UPSTREAM_TIMEOUTS names other upstreams; naming chat there overrides it."""
+    headers = {"Authorization": f"Bearer {key.token()}"}
+    # The stub's slow endpoint stands for chat.
+    routes = json.dumps({PREFIX: "files", f"{PREFIX}/slow": "chat"})
+    for timeouts, status in (('{"files": 0.5}', 200), ('{"chat": 0.5}', 504)):
+        env = upstream_env(
+            upstream, ROUTES=routes, UPSTREAM_TIMEOUT_SECONDS="0.5", UPSTREAM_TIMEOUTS=timeouts
+        )
+        gateway = GatewayProcess(workdir, env).start()
+        try:
+            async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+                slow = await client.get(f"{PREFIX}/slow", params={"seconds": 1.5}, headers=headers)
+        finally:
+            gateway.stop()
+        assert slow.status_code == status, (timeouts, slow.text)
+
+
+async def test_an_upstream_502_or_504_in_the_envelope_reaches_the_client_as_it_is(
+    workdir: Path, upstream: UpstreamProcess, key: SigningKey
+) -> None:
+    env = upstream_env(upstream, BREAKER_FAILURE_THRESHOLD="2")
+    gateway = GatewayProcess(workdir, env).start()
+    headers = {"Authorization": f"Bearer {key.token()}"}
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+            relayed: list[tuple[dict[str, str | int], int, str]] = [
+                ({"status": 502, "code": "PROVIDER_ERROR"}, 502, "PROVIDER_ERROR"),
+                ({"status": 504, "code": "UPSTREAM_TIMEOUT"}, 504, "UPSTREAM_TIMEOUT"),
+                ({"status": 502, "chunked": 1, "pad": 20000}, 502, "PROVIDER_ERROR"),
+            ]
+            for params, status, code in relayed:
+                request_id = f"relayed-{uuid.uuid4()}"
+                response = await client.get(
+                    f"{PREFIX}/failing",
+                    params=params,
+                    headers={**headers, "X-Request-ID": request_id},
+                )
+                body = assert_envelope(response, status, code)
+                assert body["error"]["message"] == "The AI provider failed"
+                assert body["error"]["details"]["provider"] == "lyceum-dev"
+                assert response.headers["x-request-id"] == request_id
+                assert response.headers["retry-after"] == "7"
+                assert "x-ratelimit-remaining" in response.headers
+            metrics = (await client.get("/metrics")).text
+            # The service answered: no upstream failure, and its breaker stays closed.
+            assert metric(metrics, "gateway_circuit_breaker_open", upstream="files") == 0
+            assert (
+                metric(metrics, "gateway_upstream_failures_total", upstream="files", kind="5xx")
+                == 0
+            )
+            assert (await client.get(f"{PREFIX}/echo", headers=headers)).status_code == 200
+
+            # Anything else stays behind the gateway's own envelope.
+            hidden_errors: list[tuple[dict[str, str | int], int, str]] = [
+                ({"status": 502, "html": 1}, 503, "SERVICE_UNAVAILABLE"),
+                ({"status": 502, "pad": 70000}, 503, "SERVICE_UNAVAILABLE"),
+                ({"status": 502, "pad": 70000, "chunked": 1}, 503, "SERVICE_UNAVAILABLE"),
+                ({"status": 504, "code": "SOMETHING_ELSE"}, 504, "UPSTREAM_TIMEOUT"),
+                ({"status": 503, "code": "SERVICE_UNAVAILABLE"}, 503, "SERVICE_UNAVAILABLE"),
+                ({"status": 500, "code": "INTERNAL_ERROR"}, 500, "INTERNAL_ERROR"),
+            ]
+            for params, status, code in hidden_errors:
+                hidden = await client.get(f"{PREFIX}/failing", params=params, headers=headers)
+                body = assert_envelope(hidden, status, code)
+                assert "details" not in body["error"]
+                for leaked in ("nginx", "lyceum-dev", "SOMETHING_ELSE"):
+                    assert leaked not in hidden.text
     finally:
         gateway.stop()
 

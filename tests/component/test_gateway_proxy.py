@@ -12,6 +12,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
 
 from shared.testing import eventually
 from tests.component.gateway_helpers import (
@@ -210,6 +211,53 @@ async def test_server_sent_events_arrive_one_by_one(
     assert received == [0, 1, 2]
 
 
+async def test_a_streamed_chat_answer_arrives_event_by_event_and_stops_when_the_client_leaves(
+    gateway: GatewayProcess, key: SigningKey
+) -> None:
+    """As chat streams: a POST answered by sse-starlette, with pauses between events. Each
+    event is sent only once the one before was acknowledged, so buffering would stall."""
+    received = []
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+        async with client.stream(
+            "POST",
+            f"{PREFIX}/chat-stream",
+            params={"stream": "chat", "count": 3, "pause": 0.2},
+            json={"prompt": "hello"},
+            headers=auth(key),
+        ) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            # What tells a proxy in front of the gateway not to buffer or cache the stream.
+            assert response.headers["x-accel-buffering"] == "no"
+            assert response.headers["cache-control"] == "no-store"
+            async for line in response.aiter_lines():
+                if line.startswith("event: "):
+                    assert line == "event: chat_delta"
+                if line.startswith("data: "):
+                    number = json.loads(line.removeprefix("data: "))["n"]
+                    received.append(number)
+                    ack = await client.post(f"{PREFIX}/events/chat/{number}/ack")
+                    assert ack.status_code == 204
+        assert received == [0, 1, 2]
+
+        async with client.stream(
+            "POST",
+            f"{PREFIX}/chat-stream",
+            params={"stream": "chat-left", "count": 1000, "pause": 0.05},
+            json={"prompt": "hello"},
+            headers=auth(key),
+        ) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    break
+
+        async def closed_upstream() -> bool:
+            status = await client.get(f"{PREFIX}/events/chat-left/closed", headers=auth(key))
+            return bool(status.json()["closed"])
+
+        await eventually(closed_upstream, within_seconds=10)
+
+
 async def test_a_client_leaving_an_endless_stream_closes_it_upstream(
     gateway: GatewayProcess, key: SigningKey
 ) -> None:
@@ -262,6 +310,77 @@ async def test_a_websocket_echoes_through_the_gateway(
         assert json.loads(await socket.recv())["verified_subject"] is not None
         await socket.send("again")
         assert await socket.recv() == "again"
+
+
+async def test_a_websocket_token_may_come_as_the_token_parameter_or_as_subprotocols(
+    gateway: GatewayProcess, key: SigningKey
+) -> None:
+    user_id = str(uuid.uuid4())
+    token = key.token(sub=user_id)
+    url = f"ws://127.0.0.1:{gateway.port}/ws"
+    # The platform's reference form; the upstream gets the query string as it was sent.
+    async with connect(f"{url}?token={token}&room=7") as socket:
+        hello = json.loads(await socket.recv())
+        assert hello["verified_subject"] == user_id
+        assert hello["query"] == f"token={token}&room=7"
+    # Out of the URL: `bearer` and the token offered as two subprotocols. The token is
+    # neither selected nor offered upstream, which gets it as `Authorization`.
+    async with connect(url, subprotocols=[Subprotocol("bearer"), Subprotocol(token)]) as socket:
+        hello = json.loads(await socket.recv())
+        assert socket.subprotocol == "bearer"
+        assert socket.response is not None
+        assert socket.response.headers["sec-websocket-protocol"] == "bearer"
+        await socket.send("ping")
+        assert await socket.recv() == "ping"
+    assert hello["verified_subject"] == user_id
+    assert hello["subprotocols"] == ["bearer"]
+    # One entry, `bearer.<token>`, next to the application's own subprotocol, which the
+    # upstream selects.
+    offered = [Subprotocol(f"bearer.{token}"), Subprotocol("chat.v1")]
+    async with connect(f"{url}?select=chat.v1", subprotocols=offered) as socket:
+        hello = json.loads(await socket.recv())
+        assert socket.subprotocol == "chat.v1"
+    assert hello["verified_subject"] == user_id
+    assert hello["subprotocols"] == ["chat.v1"]
+    async with connect(url, subprotocols=[Subprotocol(f"bearer.{token}")]) as socket:
+        assert json.loads(await socket.recv())["subprotocols"] == []
+        assert socket.response is not None
+        assert token not in str(socket.response.headers)
+
+
+async def test_a_websocket_handshake_with_a_bad_or_a_second_token_is_refused(
+    gateway: GatewayProcess, key: SigningKey
+) -> None:
+    url = f"ws://127.0.0.1:{gateway.port}/ws"
+    token = key.token()
+    for query, offered, code in [
+        ("?token=not-a-token", None, "INVALID_TOKEN"),
+        ("", [Subprotocol("bearer"), Subprotocol("not-a-token")], "INVALID_TOKEN"),
+        ("", [Subprotocol("bearer.not-a-token")], "INVALID_TOKEN"),
+        # `bearer` alone carries no token.
+        ("", [Subprotocol("bearer")], "AUTHENTICATION_REQUIRED"),
+    ]:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url + query, subprotocols=offered):
+                pass
+        status, body = refused_status(refused)
+        assert (status, body["error"]["code"]) == (401, code)
+    # Two different tokens: the gateway and the service could act on different ones.
+    for query, headers, subprotocols in [
+        (f"?token={token}", auth(key), None),
+        (f"?token={token}&access_token={key.token()}", {}, None),
+        (f"?access_token={token}", {}, [Subprotocol("bearer"), Subprotocol(key.token())]),
+    ]:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url + query, additional_headers=headers, subprotocols=subprotocols):
+                pass
+        status, body = refused_status(refused)
+        assert (status, body["error"]["code"]) == (400, "VALIDATION_ERROR")
+    # The same token twice is one token.
+    async with connect(
+        f"{url}?token={token}", additional_headers={"Authorization": f"Bearer {token}"}
+    ) as socket:
+        assert json.loads(await socket.recv())["verified_subject"] is not None
 
 
 def refused_status(refused: pytest.ExceptionInfo[InvalidStatus]) -> tuple[int, dict[str, Any]]:

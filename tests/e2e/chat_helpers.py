@@ -2,6 +2,7 @@
 frames."""
 
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,8 @@ class SseStream:
     headers: dict[str, str]
     events: list[Sse] = field(default_factory=list)
     comments: int = 0
+    # The response's lines, read across several calls of `read_sse`.
+    lines: AsyncIterator[str] | None = None
 
     @property
     def deltas(self) -> list[Sse]:
@@ -49,7 +52,9 @@ async def read_sse(
 ) -> SseStream:
     """Parses events until the stream ends (or after `stop_after_deltas` deltas)."""
     kind, event_id, data = "message", None, []
-    async for line in response.aiter_lines():
+    if stream.lines is None:
+        stream.lines = response.aiter_lines()
+    async for line in stream.lines:
         if line.startswith(":"):
             stream.comments += 1
         elif line.startswith("event:"):

@@ -333,10 +333,14 @@ async def test_revoked_and_expired_tokens_are_refused_at_the_websocket_handshake
     )
     url = _websocket_url(stack)
     assert await _refused_handshake(url, bearer(tokens)) == (401, "INVALID_TOKEN")
-    assert await _refused_handshake(f"{url}?access_token={tokens['access_token']}", {}) == (
-        401,
-        "INVALID_TOKEN",
-    )
+    for parameter in ("access_token", "token"):
+        assert await _refused_handshake(f"{url}?{parameter}={tokens['access_token']}", {}) == (
+            401,
+            "INVALID_TOKEN",
+        )
+    assert await _refused_handshake(
+        url, {"Sec-WebSocket-Protocol": f"bearer, {tokens['access_token']}"}
+    ) == (401, "INVALID_TOKEN")
     assert await _refused_handshake(url, bearer(expired)) == (401, "TOKEN_EXPIRED")
 
 
