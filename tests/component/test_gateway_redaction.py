@@ -82,7 +82,7 @@ async def test_token_query_values_and_bearer_tokens_never_reach_the_log(
 ) -> None:
     env = upstream_env(
         upstream,
-        # DEBUG: uvicorn's and websockets' own lines (handshakes, request lines) too.
+        # DEBUG: uvicorn's own lines (handshakes, request lines) too; websockets stays quiet.
         LOG_LEVEL="DEBUG",
         UPSTREAMS=json.dumps(
             {"files": f"http://127.0.0.1:{unresponsive_port}", "chat": upstream.url}
@@ -131,7 +131,6 @@ async def test_token_query_values_and_bearer_tokens_never_reach_the_log(
     text = logged()
     for secret in (token, other, refused):
         assert secret not in text
-    assert "Bearer REDACTED" in text
 
 
 async def test_token_query_values_never_reach_a_span(
