@@ -3,7 +3,7 @@
 Pydantic is lenient where JSON Schema is not: by default an `int` field takes `true` or
 `"5"`, a `bool` field takes `1` or `"yes"`, a `datetime` takes a number of seconds. The
 OpenAPI document says `integer`, `boolean` and `string` (date-time), so requests take
-exactly those: `Integer`, `Boolean` and `DateTime` refuse the rest with 400.
+exactly those: `Integer`, `Number`, `Boolean` and `DateTime` refuse the rest with 400.
 
 `Omittable[T]` is a PATCH field that may be left out (the resource keeps its value) but
 cannot be null, because the resource cannot be without it. Its JSON schema has no null
@@ -23,6 +23,13 @@ def _integer(value: Any) -> Any:
     """An integer, or a number with no fraction (JSON Schema's integer); never a bool or text."""
     if isinstance(value, bool | str | bytes):
         raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+def _number(value: Any) -> Any:
+    """A JSON number (integer or not); never a bool or text."""
+    if isinstance(value, bool | str | bytes):
+        raise PydanticCustomError("float_type", "Input should be a valid number")
     return value
 
 
@@ -57,6 +64,7 @@ class _WithoutNull:
 
 
 Integer = Annotated[int, BeforeValidator(_integer)]
+Number = Annotated[float, BeforeValidator(_number)]
 Boolean = Annotated[bool, Strict()]
 DateTime = Annotated[datetime, BeforeValidator(_date_time_text)]
 Omittable = Annotated[T | None, AfterValidator(_not_null), _WithoutNull()]

@@ -4,8 +4,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from shared.fields import Boolean, Integer, Omittable
-from shared.text import NonBlankText, NotBlank, Text
+from shared.fields import Boolean, Integer, Number, Omittable
+from shared.text import NotBlank, Text
 
 PROMPT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 LABEL_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,49}$"
@@ -14,8 +14,10 @@ Title = Annotated[str, StringConstraints(max_length=200), NotBlank()]
 ModelId = Annotated[str, StringConstraints(min_length=1, max_length=200), NotBlank()]
 PromptName = Annotated[str, StringConstraints(pattern=PROMPT_NAME_PATTERN)]
 Label = Annotated[str, StringConstraints(pattern=LABEL_PATTERN)]
-Temperature = Annotated[float, Field(ge=0, le=2)]
+Temperature = Annotated[Number, Field(ge=0, le=2)]
 MaxTokens = Annotated[Integer, Field(ge=1, le=1_000_000)]
+MAX_MESSAGE_CHARS = 32_000
+MessageText = Annotated[str, StringConstraints(max_length=MAX_MESSAGE_CHARS), NotBlank()]
 ConversationSort = Literal["last_activity_at", "created_at", "title"]
 MessageStatus = Literal["generating", "completed", "stopped", "failed"]
 
@@ -104,13 +106,13 @@ class ReplyOptions(BaseModel):
 
 
 class MessageCreate(ReplyOptions):
-    content: NonBlankText
+    content: MessageText
 
 
 class MessageEdit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    content: NonBlankText
+    content: MessageText
 
 
 class MessageResponse(BaseModel):
@@ -139,7 +141,7 @@ class Exchange(BaseModel):
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    message: NonBlankText
+    message: MessageText
     model: ModelId | None = None
     temperature: Temperature | None = None
     max_tokens: MaxTokens | None = None

@@ -30,7 +30,6 @@ class ChatSettings(ServiceSettings):
     # Tokens per user per UTC day (0: no limit).
     chat_daily_token_limit: int = Field(default=0, ge=0)
     chat_max_concurrent_streams: int = Field(default=3, ge=1)
-    chat_max_message_chars: int = Field(default=32_000, ge=1)
     # How long a finished answer can be replayed from the stream buffer.
     chat_stream_retention_seconds: int = Field(default=3600, ge=60)
     # A generation running longer than this is stopped and saved with finish_reason "length".

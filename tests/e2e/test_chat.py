@@ -157,8 +157,8 @@ async def test_conversation_list_update_and_delete(stack: Stack) -> None:
         )
         assert_envelope(
             await client.patch(path, json={"prompt": "no-such-prompt"}, headers=user),
-            400,
-            "VALIDATION_ERROR",
+            404,
+            "RESOURCE_NOT_FOUND",
         )
         assert_envelope(
             await client.put(path, json={"title": "No model"}, headers=user),
@@ -224,8 +224,8 @@ async def test_messages_branch_when_a_reply_is_regenerated(stack: Stack) -> None
             await client.put(
                 f"/api/v1/messages/{reply['id']}", json={"content": "x"}, headers=user
             ),
-            400,
-            "VALIDATION_ERROR",
+            409,
+            "CONFLICT",
         )
         second_question = second["user_message"]["id"]
         assert (
@@ -411,8 +411,8 @@ async def test_prompts_are_versioned_and_replies_record_the_version_they_used(st
             await client.put(
                 f"/api/v1/prompts/{name}/labels/production", json={"version": 9}, headers=admin
             ),
-            400,
-            "VALIDATION_ERROR",
+            404,
+            "RESOURCE_NOT_FOUND",
         )
         second = (await client.post(path, json={"content": "Again"}, headers=student)).json()
         assert second["assistant_message"]["prompt"] == {"name": name, "version": 2}

@@ -66,6 +66,8 @@ def schemathesis_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
         "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.2/32",
         "WEBHOOK_RETRY_SCHEDULE": "0.5",
         "WEBHOOK_ATTEMPT_TIMEOUT_SECONDS": "1",
+        # Thousands of replies from the offline model: as fast as it goes.
+        "CHAT_DEV_WORD_DELAY_SECONDS": "0",
     }
     stack = Stack(
         mode="embedded", workdir=tmp_path_factory.mktemp("schemathesis"), env_overrides=env

@@ -206,6 +206,28 @@ async def test_cut_after_ends_the_stream_with_an_error_in_the_client(stub: OpenA
     assert stub.finished_streams == 0
 
 
+async def test_a_client_that_leaves_mid_stream_is_counted(stub: OpenAIStub) -> None:
+    stub.tokens, stub.interval = 100, 0.02
+    async with client_for(stub) as client:
+        stream = await client.chat.completions.create(
+            model="stub-model",
+            messages=MESSAGES,
+            stream=True,
+        )
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                break
+        assert stub.open_streams == 1
+        await stream.close()
+    for _ in range(100):
+        if stub.dropped_streams:
+            break
+        await asyncio.sleep(0.02)
+    assert stub.dropped_streams == 1
+    assert stub.open_streams == 0
+    assert stub.finished_streams == 0
+
+
 async def test_interval_and_first_token_delay_pace_the_stream(stub: OpenAIStub) -> None:
     stub.tokens, stub.interval, stub.first_token_delay = 4, 0.05, 0.2
     arrivals: list[float] = []
@@ -254,6 +276,7 @@ async def test_hang_times_the_client_out_and_stop_does_not_wait_for_it() -> None
         started = time.monotonic()
         await asyncio.wait_for(stub.stop(), 5)
         assert time.monotonic() - started < 2
+        assert stub.dropped_streams == 1
         with pytest.raises(openai.APIConnectionError):
             await hanging
         with pytest.raises(openai.APIConnectionError):

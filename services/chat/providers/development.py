@@ -13,7 +13,7 @@ DESCRIPTION = (
     "Lyceum's offline development model: deterministic, streamed word by word, it echoes "
     "the request and understands nothing. Set CHAT_PROVIDER_BASE_URL for a real model."
 )
-CONTEXT_WINDOW = 8192
+CONTEXT_WINDOW = 131072
 QUOTED_WORDS = 40
 
 

@@ -5,6 +5,7 @@ from fastapi import APIRouter, Query, Request, Response
 from sse_starlette import EventSourceResponse
 
 from services.chat.deps import ChatDep
+from services.chat.openapi import sse_answer
 from services.chat.routes.streaming import stream_started_reply, wants_stream
 from services.chat.schemas import (
     ConversationCreate,
@@ -121,11 +122,10 @@ async def list_messages(
     status_code=201,
     response_model=Exchange,
     responses={
-        200: {
-            "description": "With `stream` (or `Accept: text/event-stream`): Server-Sent "
-            "Events `chat_delta`, then `chat_response` or `error`",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-        },
+        **sse_answer(
+            "With `stream` (or `Accept: text/event-stream`): Server-Sent Events "
+            "`chat_delta`, then `chat_response` or `error`"
+        ),
         **error_responses(429, 502, 504),
     },
 )

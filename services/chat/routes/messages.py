@@ -6,6 +6,7 @@ from pydantic import ConfigDict
 from sse_starlette import EventSourceResponse
 
 from services.chat.deps import ChatDep
+from services.chat.openapi import sse_answer
 from services.chat.routes.streaming import (
     follow,
     last_event_id,
@@ -18,17 +19,12 @@ from services.chat.schemas import Exchange, MessageEdit, MessageResponse, ReplyO
 from services.chat.service import messages, replies
 from services.chat.service.views import message_view
 from shared.deps import CurrentIdentity, SessionDep
-from shared.errors import ValidationFailed
+from shared.errors import Conflict
 from shared.openapi import error_responses
 
 router = APIRouter(prefix="/api/v1/messages", tags=["messages"])
 
-SSE_ANSWER: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "Server-Sent Events `chat_delta`, then `chat_response` or `error`",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
-    }
-}
+SSE_ANSWER = sse_answer("Server-Sent Events `chat_delta`, then `chat_response` or `error`")
 
 
 class RegenerateOptions(ReplyOptions):
@@ -113,7 +109,7 @@ async def resume(
     after = last_event_id(request)
     message = await messages.get_owned_message(session, identity.user_id, message_id)
     if message.role != "assistant":
-        raise ValidationFailed("Only replies can be streamed", details={"field": "id"})
+        raise Conflict("Only replies can be streamed: this is a user's message")
     if await chat.streams.has(message_id):
         return sse(follow(chat, message_id, after))
     return sse(replay_saved(message.content, after, replies.last_event_of(message)))

@@ -21,11 +21,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from services.chat.deps import ChatCollaborators
 from services.chat.routes.streaming import follow
-from services.chat.schemas import MaxTokens, ModelId, Temperature
+from services.chat.schemas import MaxTokens, MessageText, ModelId, Temperature
 from services.chat.service import replies
 from shared.errors import ApiError, AuthenticationRequired, ValidationFailed, error_response
 from shared.logging import get_logger
-from shared.text import NonBlankText
 
 log = get_logger(__name__)
 router = APIRouter()
@@ -38,7 +37,7 @@ POLICY_VIOLATION = 4401
 class ChatFrame(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    message: NonBlankText
+    message: MessageText
     model: ModelId | None = None
     conversation_id: uuid.UUID | None = None
     temperature: Temperature | None = None

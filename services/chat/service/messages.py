@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.chat.models import Conversation, Message
 from services.chat.service.conversations import get_owned
 from shared.db import utcnow
-from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.errors import Conflict, NotFound
 from shared.pagination import PageParams, Pagination
 
 
@@ -57,10 +57,7 @@ async def edit_message(
 ) -> Message:
     message = await get_owned_message(session, user_id, message_id)
     if message.role != "user":
-        raise ValidationFailed(
-            "Only the user's own messages can be edited",
-            details={"field": "id", "issue": "not a user message"},
-        )
+        raise Conflict("Only the user's own messages can be edited: this is a reply")
     if message.content != content:
         message.content = content
         message.updated_at = utcnow()

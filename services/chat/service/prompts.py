@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.chat.models import Prompt, PromptLabel, PromptVersion
 from shared.db import begin_writing, utcnow
-from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.errors import Conflict, NotFound
 from shared.pagination import PageParams, Pagination, paginate
 from shared.security import Identity
 
@@ -99,7 +99,7 @@ async def add_version(
 async def move_label(session: AsyncSession, name: str, label: str, version: int) -> dict[str, Any]:
     prompt = await _prompt(session, name, lock=True)
     if version > prompt.latest_version:
-        raise ValidationFailed(
+        raise NotFound(
             f"Prompt {name} has no version {version}",
             details={"field": "version", "issue": f"between 1 and {prompt.latest_version}"},
         )
@@ -127,8 +127,8 @@ async def get_prompt(
 ) -> dict[str, Any]:
     prompt = await _prompt(session, name)
     labels = await _labels(session, prompt)
-    if version is not None and label is not None:
-        raise ValidationFailed("Ask for a version or a label, not both")
+    if label is not None and version is not None and labels.get(label) != version:
+        raise NotFound(f"Version {version} of prompt {name} is not labelled {label}")
     if version is None:
         version = labels.get(label or PRODUCTION)
         if version is None:
@@ -190,11 +190,9 @@ async def list_prompts(
 
 
 async def require_prompt(session: AsyncSession, name: str) -> None:
-    """A conversation may name only a prompt that exists (400 otherwise)."""
+    """A conversation may name only a prompt that exists (404 otherwise)."""
     if await session.scalar(select(Prompt.id).where(Prompt.name == name)) is None:
-        raise ValidationFailed(
-            f"Unknown prompt: {name}", details={"field": "prompt", "issue": "no such prompt"}
-        )
+        raise NotFound(f"No prompt named {name}", details={"field": "prompt"})
 
 
 async def resolve(session: AsyncSession, name: str) -> ResolvedPrompt | None:

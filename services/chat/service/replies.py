@@ -51,7 +51,6 @@ async def reply_to_new_message(
 ) -> StartedReply:
     """The user says something (in a conversation, or in a new one when none is named) and
     a reply starts."""
-    _check_length(collaborators, content)
     slot = await collaborators.slots.acquire(user_id)
     try:
         async with collaborators.database.unit_of_work() as session:
@@ -111,7 +110,7 @@ async def regenerate(
                     raise Conflict("This reply is still being generated")
                 parent = await session.get(Message, target.parent_id) if target.parent_id else None
                 if parent is None:
-                    raise ValidationFailed("This reply answers no message")
+                    raise Conflict("This reply answers no message")
                 question = parent
             conversation = await conversations.get_owned(
                 session, user_id, question.conversation_id, lock=True
@@ -122,15 +121,6 @@ async def regenerate(
         raise
     running = collaborators.generator.launch(started[0], slot)
     return StartedReply(running, question, started[1])
-
-
-def _check_length(collaborators: ChatCollaborators, content: str) -> None:
-    limit = collaborators.settings.chat_max_message_chars
-    if len(content) > limit:
-        raise ValidationFailed(
-            f"A message has at most {limit} characters",
-            details={"field": "content", "issue": f"longer than {limit} characters"},
-        )
 
 
 async def _plan(
@@ -149,7 +139,8 @@ async def _plan(
     ]
     prompt = await prompts.resolve(session, conversation.prompt) if conversation.prompt else None
     system: ChatTurn | None = {"role": "system", "content": prompt.content} if prompt else None
-    reserve = options.max_tokens or min(DEFAULT_ANSWER_RESERVE, model.context_window // 4)
+    # Room kept for the answer when the history is cut; the provider judges max_tokens.
+    reserve = min(options.max_tokens or DEFAULT_ANSWER_RESERVE, model.context_window // 4)
     try:
         turns = fit_to_context(
             system,
@@ -204,7 +195,7 @@ async def stop(
     async with collaborators.database.unit_of_work() as session:
         reply = await get_owned_message(session, user_id, message_id)
     if reply.role != "assistant":
-        raise ValidationFailed("Only replies can be stopped", details={"field": "id"})
+        raise Conflict("Only replies can be stopped: this is a user's message")
     if reply.status != "generating":
         return reply
     await collaborators.streams.request_stop(message_id)
