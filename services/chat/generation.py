@@ -4,6 +4,7 @@ client can follow, resume or stop); its end is saved with the tokens really used
 
 import asyncio
 import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,6 +30,10 @@ log = get_logger(__name__)
 
 # Seconds a shutting-down process gives running replies to save what they have.
 SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+class ReplyNotSaved(Exception):
+    """The rows of the question and its reply could not be committed."""
 
 
 @dataclass(frozen=True)
@@ -81,11 +86,14 @@ class ReplyGenerator:
         self._timeout = settings.chat_generation_timeout_seconds
         self._running: dict[uuid.UUID, RunningReply] = {}
 
-    def launch(self, plan: ReplyPlan, slot: uuid.UUID) -> RunningReply:
+    def launch(
+        self, plan: ReplyPlan, slot: uuid.UUID, write_start: Callable[[], Coroutine[Any, Any, None]]
+    ) -> RunningReply:
+        """Starts the reply; `write_start` writes its question and row meanwhile."""
         reply = RunningReply(plan)
         self._streams.open(plan.reply_id, self._timeout)
         self._running[plan.reply_id] = reply
-        reply.task = asyncio.create_task(self._run(reply, slot))
+        reply.task = asyncio.create_task(self._run(reply, slot, write_start))
         # Nobody may be waiting (a client that left): retrieve the outcome so it is not lost.
         reply.finished.add_done_callback(lambda done: done.cancelled() or done.exception())
         return reply
@@ -107,10 +115,23 @@ class ReplyGenerator:
         if not reply.first_event.done():
             reply.first_event.set_result(event)
 
-    async def _run(self, reply: RunningReply, slot: uuid.UUID) -> None:
+    async def _run(
+        self,
+        reply: RunningReply,
+        slot: uuid.UUID,
+        write_start: Callable[[], Coroutine[Any, Any, None]],
+    ) -> None:
+        writing = asyncio.create_task(write_start())
+
+        def stop_unless_written(done: "asyncio.Task[None]") -> None:
+            # A start that cannot be written stops the reply at once.
+            if not done.cancelled() and done.exception() is not None:
+                self._streams.stop_here(reply.id)
+
+        writing.add_done_callback(stop_unless_written)
         try:
             outcome = await self._generate(reply)
-            await self._finish(reply, outcome)
+            await self._finish(reply, outcome, writing)
         except Exception:
             log.exception("reply_failed", message_id=str(reply.id))
             failure = ApiError("The reply could not be saved")
@@ -119,6 +140,7 @@ class ReplyGenerator:
                 reply.finished.set_exception(failure)
         finally:
             self._running.pop(reply.id, None)
+            await asyncio.gather(writing, return_exceptions=True)
             await self._slots.release(reply.plan.user_id, slot)
 
     async def _generate(self, reply: RunningReply) -> Outcome:
@@ -164,8 +186,19 @@ class ReplyGenerator:
             outcome.usage = None  # the provider's report, if any, came for a whole answer
         return outcome
 
-    async def _finish(self, reply: RunningReply, outcome: Outcome) -> None:
+    async def _finish(
+        self, reply: RunningReply, outcome: Outcome, writing: "asyncio.Task[None]"
+    ) -> None:
         plan = reply.plan
+        try:
+            await writing
+        except Exception as exc:
+            if not isinstance(exc, ReplyNotSaved):
+                log.exception("reply_start_not_saved", message_id=str(reply.id))
+            failure = ApiError("The message could not be saved")
+            self._publish(reply, _error_event(failure, len(outcome.text)))
+            reply.finished.set_exception(failure)
+            return
         counted = outcome.usage or Usage(
             count_prompt_tokens(plan.request.messages), count_tokens(outcome.text)
         )

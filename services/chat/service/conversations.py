@@ -49,11 +49,29 @@ async def create_conversation(
     model: str | None,
     prompt: str | None,
 ) -> Conversation:
+    conversation = await new_conversation(
+        session, catalogue, user_id, title=title, model=model, prompt=prompt
+    )
+    add_conversation(session, conversation)
+    await session.flush()
+    return conversation
+
+
+async def new_conversation(
+    session: AsyncSession,
+    catalogue: ModelCatalogue,
+    user_id: uuid.UUID,
+    *,
+    title: str | None,
+    model: str | None,
+    prompt: str | None,
+) -> Conversation:
+    """A checked conversation, not yet added to the session."""
     resolved = await catalogue.resolve(model)
     if prompt is not None:
         await prompts.require_prompt(session, prompt)
     now = utcnow()
-    conversation = Conversation(
+    return Conversation(
         id=uuid.uuid4(),
         user_id=user_id,
         title=title or DEFAULT_TITLE,
@@ -64,10 +82,11 @@ async def create_conversation(
         created_at=now,
         updated_at=now,
     )
+
+
+def add_conversation(session: AsyncSession, conversation: Conversation) -> None:
     session.add(conversation)
     record_conversation_created(session, conversation)
-    await session.flush()
-    return conversation
 
 
 def name_after(conversation: Conversation, first_message: str) -> None:

@@ -4,6 +4,7 @@ the user's message and the reply's row in one transaction, then the generation i
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -11,7 +12,7 @@ from fastapi.encoders import jsonable_encoder
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.chat.deps import ChatCollaborators
-from services.chat.generation import ReplyPlan, RunningReply
+from services.chat.generation import ReplyNotSaved, ReplyPlan, RunningReply
 from services.chat.models import Conversation, Message
 from services.chat.providers.base import CompletionRequest
 from services.chat.service import conversations, prompts, usage
@@ -42,6 +43,16 @@ class StartedReply:
     reply: Message
 
 
+@dataclass
+class Question:
+    """What a reply answers, and what is new about it (written when the reply starts)."""
+
+    conversation: Conversation
+    message: Message
+    new_conversation: bool = False
+    new_message: bool = False
+
+
 async def reply_to_new_message(
     collaborators: ChatCollaborators,
     user_id: uuid.UUID,
@@ -51,44 +62,35 @@ async def reply_to_new_message(
 ) -> StartedReply:
     """The user says something (in a conversation, or in a new one when none is named) and
     a reply starts."""
-    slot = await collaborators.slots.acquire(user_id)
-    try:
-        async with collaborators.database.unit_of_work() as session:
-            await usage.check_quota(session, user_id, collaborators.settings.chat_daily_token_limit)
-            if conversation_id is None:
-                conversation = await conversations.create_conversation(
-                    session,
-                    collaborators.catalogue,
-                    user_id,
-                    title=None,
-                    model=options.model,
-                    prompt=None,
-                )
-            else:
-                conversation = await conversations.get_owned(
-                    session, user_id, conversation_id, lock=True
-                )
-            now = utcnow()
-            question = Message(
-                id=uuid.uuid4(),
-                conversation_id=conversation.id,
-                user_id=user_id,
-                parent_id=conversation.current_message_id,
-                role="user",
-                content=content,
-                model=options.model or conversation.model,
-                status="completed",
-                created_at=now,
-                updated_at=now,
+
+    async def the_question(session: AsyncSession) -> Question:
+        if conversation_id is None:
+            conversation = await conversations.new_conversation(
+                session,
+                collaborators.catalogue,
+                user_id,
+                title=None,
+                model=options.model,
+                prompt=None,
             )
-            session.add(question)
-            conversations.name_after(conversation, content)
-            started = await _plan(collaborators, session, conversation, question, options)
-    except BaseException:
-        await collaborators.slots.release(user_id, slot)
-        raise
-    running = collaborators.generator.launch(started[0], slot)
-    return StartedReply(running, question, started[1])
+        else:
+            conversation = await conversations.get_owned(session, user_id, conversation_id)
+        now = utcnow()
+        message = Message(
+            id=uuid.uuid4(),
+            conversation_id=conversation.id,
+            user_id=user_id,
+            parent_id=conversation.current_message_id,
+            role="user",
+            content=content,
+            model=options.model or conversation.model,
+            status="completed",
+            created_at=now,
+            updated_at=now,
+        )
+        return Question(conversation, message, conversation_id is None, new_message=True)
+
+    return await _start(collaborators, user_id, the_question, options)
 
 
 async def regenerate(
@@ -99,28 +101,69 @@ async def regenerate(
 ) -> StartedReply:
     """A new reply to the same message: a sibling of the reply named (both are kept), or a
     first reply to the user message named; the conversation moves to the new branch."""
+
+    async def the_question(session: AsyncSession) -> Question:
+        target = await get_owned_message(session, user_id, message_id)
+        message = target
+        if target.role == "assistant":
+            if target.status == "generating":
+                raise Conflict("This reply is still being generated")
+            parent = await session.get(Message, target.parent_id) if target.parent_id else None
+            if parent is None:
+                raise Conflict("This reply answers no message")
+            message = parent
+        conversation = await conversations.get_owned(session, user_id, message.conversation_id)
+        return Question(conversation, message)
+
+    return await _start(collaborators, user_id, the_question, options)
+
+
+async def _start(
+    collaborators: ChatCollaborators,
+    user_id: uuid.UUID,
+    the_question: Callable[[AsyncSession], Awaitable[Question]],
+    options: ReplyOptions,
+) -> StartedReply:
+    """Everything that can refuse a reply is checked first (slot, quota, conversation,
+    model, context). Then the provider is asked at once, and the question and the reply's
+    row are written while the first token is on its way: the reply saves its end only
+    once they are committed, and stops with an error (saving nothing) if they cannot be."""
     slot = await collaborators.slots.acquire(user_id)
     try:
         async with collaborators.database.unit_of_work() as session:
             await usage.check_quota(session, user_id, collaborators.settings.chat_daily_token_limit)
-            target = await get_owned_message(session, user_id, message_id)
-            question = target
-            if target.role == "assistant":
-                if target.status == "generating":
-                    raise Conflict("This reply is still being generated")
-                parent = await session.get(Message, target.parent_id) if target.parent_id else None
-                if parent is None:
-                    raise Conflict("This reply answers no message")
-                question = parent
-            conversation = await conversations.get_owned(
-                session, user_id, question.conversation_id, lock=True
+            question = await the_question(session)
+            plan, reply = await _plan(
+                collaborators, session, question.conversation, question.message, options
             )
-            started = await _plan(collaborators, session, conversation, question, options)
     except BaseException:
         await collaborators.slots.release(user_id, slot)
         raise
-    running = collaborators.generator.launch(started[0], slot)
-    return StartedReply(running, question, started[1])
+    running = collaborators.generator.launch(
+        plan, slot, lambda: _write_start(collaborators, question, reply)
+    )
+    return StartedReply(running, question.message, reply)
+
+
+async def _write_start(
+    collaborators: ChatCollaborators, question: Question, reply: Message
+) -> None:
+    async with collaborators.database.unit_of_work() as session:
+        if question.new_conversation:
+            conversation = question.conversation
+            conversations.add_conversation(session, conversation)
+        else:
+            found = await session.get(Conversation, question.conversation.id, with_for_update=True)
+            if found is None:
+                raise ReplyNotSaved("The conversation was deleted")
+            conversation = found
+        if question.new_message:
+            session.add(question.message)
+            conversations.name_after(conversation, question.message.content)
+        session.add(reply)
+        conversation.current_message_id = reply.id
+        conversation.last_activity_at = reply.created_at
+        await session.flush()
 
 
 async def _plan(
@@ -130,6 +173,8 @@ async def _plan(
     question: Message,
     options: ReplyOptions,
 ) -> tuple[ReplyPlan, Message]:
+    """The provider request (the prompt, the history that fits, the question) and the
+    reply's row, not yet added."""
     model = await collaborators.catalogue.resolve(options.model or conversation.model)
     earlier = await branch(session, conversation.id, question.parent_id)
     history: list[ChatTurn] = [
@@ -170,10 +215,6 @@ async def _plan(
         created_at=created_at,
         updated_at=created_at,
     )
-    session.add(reply)
-    conversation.current_message_id = reply.id
-    conversation.last_activity_at = created_at
-    await session.flush()
     request = CompletionRequest(
         model=model.id,
         messages=turns,
