@@ -235,11 +235,9 @@ class ReplyStreams:
         index = 0
         while True:
             grew = stream.grew
-            while index < len(stream.events):
-                event = stream.events[index]
-                index += 1
-                if event.is_terminal or event.offset > after:
-                    yield event
+            pending, index = stream.events[index:], len(stream.events)
+            for event in _coalesced(pending, after):
+                yield event
                 if event.is_terminal:
                     return
             await grew.wait()
@@ -254,13 +252,30 @@ class ReplyStreams:
                     raise StreamGone()
                 continue
             entries: list[tuple[str, dict[str, str]]] = answer[0][1]
-            for entry_id, fields in entries:
-                last_id = entry_id
-                data = json.loads(fields["data"])
-                event = StreamEvent(fields["kind"], int(fields["offset"]), data)
-                if event.kind == OPENED:
-                    continue
-                if event.is_terminal or event.offset > after:
-                    yield event
+            last_id = entries[-1][0]
+            events = [
+                StreamEvent(fields["kind"], int(fields["offset"]), json.loads(fields["data"]))
+                for _entry_id, fields in entries
+                if fields["kind"] != OPENED
+            ]
+            for event in _coalesced(events, after):
+                yield event
                 if event.is_terminal:
                     return
+
+
+def _coalesced(events: list[StreamEvent], after: int) -> list[StreamEvent]:
+    """The events a reader still needs (pieces past `after`, and the last event), with
+    pieces that are already waiting sent as one: a reader that falls behind catches up in
+    fewer, larger events, and the offsets stay those of events the generator published."""
+    wanted = [event for event in events if event.is_terminal or event.offset > after]
+    merged: list[StreamEvent] = []
+    for event in wanted:
+        previous = merged[-1] if merged else None
+        if event.kind == DELTA and previous is not None and previous.kind == DELTA:
+            text = str(previous.data.get("delta", "")) + str(event.data.get("delta", ""))
+            data = {**previous.data, "delta": text}
+            merged[-1] = StreamEvent(DELTA, event.offset, data)
+        else:
+            merged.append(event)
+    return merged
