@@ -123,7 +123,7 @@ class MessageResponse(BaseModel):
     parent_id: uuid.UUID | None
     model: str
     status: MessageStatus
-    usage: UsageResponse | None
+    usage: UsageResponse
     finish_reason: str | None
     prompt: PromptRef | None
     created_at: datetime

@@ -43,6 +43,12 @@ EXEMPTIONS: list[dict[str, Any]] = [
         "include-path-regex": "^/api/v1/courses/\\{id_or_slug\\}",
         "checks": {"ensure_resource_availability": {"enabled": False}},
     },
+    # A conversation may be given a prompt by name; a prompt that does not exist is a 404
+    # whose details name the `prompt` field, not the conversation.
+    {
+        "include-path": "/api/v1/conversations/{conversation_id}",
+        "checks": {"ensure_resource_availability": {"enabled": False}},
+    },
 ]
 
 

@@ -14,9 +14,8 @@ def prompt_of(message: Message) -> dict[str, Any] | None:
 
 
 def message_view(message: Message) -> dict[str, Any]:
-    usage = None
-    if message.role == "assistant":
-        usage = usage_of(message.prompt_tokens, message.completion_tokens)
+    # A user's message costs nothing by itself: it is counted in its reply's prompt.
+    usage = usage_of(message.prompt_tokens, message.completion_tokens)
     return {
         "id": message.id,
         "conversation_id": message.conversation_id,
