@@ -1,0 +1,1 @@
+"""Documents: file upload and download, knowledge base, search."""
