@@ -4,6 +4,7 @@ operator's: a service's metrics."""
 import asyncio
 import json
 import uuid
+from typing import Any
 
 import httpx
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
@@ -35,6 +36,31 @@ async def drain(
                     received.append(message)
                 if len(received) >= want:
                     return
+
+    await asyncio.wait_for(collect(), within_seconds)
+    return received
+
+
+async def events_naming(
+    queue: AbstractQueue,
+    wanted_id: str,
+    until_type: str,
+    id_fields: tuple[str, ...],
+    within_seconds: float = 30.0,
+) -> list[dict[str, Any]]:
+    """The events whose data names `wanted_id` in one of `id_fields`, up to and including
+    the first `until_type` (other tests of the session publish meanwhile)."""
+    received: list[dict[str, Any]] = []
+
+    async def collect() -> None:
+        async with queue.iterator() as messages:
+            async for message in messages:
+                await message.ack()
+                event = json.loads(message.body)
+                if wanted_id in (event["data"].get(name) for name in id_fields):
+                    received.append(event)
+                    if event["type"] == until_type:
+                        return
 
     await asyncio.wait_for(collect(), within_seconds)
     return received

@@ -1,36 +1,14 @@
 """Chat's events on the real RabbitMQ, as another team's queue receives them, each checked
 against its JSON Schema in docs/events/schemas."""
 
-import asyncio
 import json
-from typing import Any
 
-from aio_pika.abc import AbstractChannel, AbstractQueue
+from aio_pika.abc import AbstractChannel
 
 from shared.testing import Stack
-from tests.e2e.bus_helpers import other_team_queue
+from tests.e2e.bus_helpers import events_naming, other_team_queue
 from tests.e2e.chat_helpers import chat_user
 from tests.e2e.test_courses_events import assert_matches_schema
-
-
-async def events_of_conversation(
-    queue: AbstractQueue, conversation_id: str, until_type: str, within_seconds: float = 30.0
-) -> list[dict[str, Any]]:
-    received: list[dict[str, Any]] = []
-
-    async def collect() -> None:
-        async with queue.iterator() as messages:
-            async for message in messages:
-                await message.ack()
-                event = json.loads(message.body)
-                data = event["data"]
-                if conversation_id in (data.get("conversation_id"), data.get("id")):
-                    received.append(event)
-                    if event["type"] == until_type:
-                        return
-
-    await asyncio.wait_for(collect(), within_seconds)
-    return received
 
 
 async def test_conversations_and_replies_are_announced_without_their_text(
@@ -47,7 +25,9 @@ async def test_conversations_and_replies_are_announced_without_their_text(
         deleted = await client.delete(f"/api/v1/conversations/{conversation_id}", headers=user)
         assert deleted.status_code == 204
 
-    events = await events_of_conversation(queue, conversation_id, "conversation.deleted")
+    events = await events_naming(
+        queue, conversation_id, "conversation.deleted", ("conversation_id", "id")
+    )
     assert [event["type"] for event in events] == [
         "conversation.created",
         "message.created",

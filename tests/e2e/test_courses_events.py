@@ -1,7 +1,6 @@
 """Course events on the real RabbitMQ, as another team's queue receives them, each checked
 against its JSON Schema in docs/events/schemas."""
 
-import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -11,6 +10,7 @@ import jsonschema
 from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from shared.testing import Stack
+from tests.e2e.bus_helpers import events_naming
 from tests.e2e.course_helpers import (
     account,
     complete_every_lesson,
@@ -45,23 +45,8 @@ async def course_events_queue(channel: AbstractChannel, stack: Stack) -> Abstrac
 async def events_about(
     queue: AbstractQueue, course_id: str, until_type: str, within_seconds: float = 30.0
 ) -> list[dict[str, Any]]:
-    """The events that name `course_id`, up to and including the first `until_type`
-    (other tests of the session publish course events meanwhile)."""
-    received: list[dict[str, Any]] = []
-
-    async def collect() -> None:
-        async with queue.iterator() as messages:
-            async for message in messages:
-                await message.ack()
-                event = json.loads(message.body)
-                data = event["data"]
-                if course_id in (data.get("course_id"), data.get("id")):
-                    received.append(event)
-                    if event["type"] == until_type:
-                        return
-
-    await asyncio.wait_for(collect(), within_seconds)
-    return received
+    """The events that name `course_id`, up to and including the first `until_type`."""
+    return await events_naming(queue, course_id, until_type, ("course_id", "id"), within_seconds)
 
 
 def assert_matches_schema(event: dict[str, Any]) -> None:

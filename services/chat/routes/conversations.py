@@ -6,7 +6,7 @@ from sse_starlette import EventSourceResponse
 
 from services.chat.deps import ChatDep
 from services.chat.openapi import sse_answer
-from services.chat.routes.streaming import stream_started_reply, wants_stream
+from services.chat.routes.streaming import exchange_or_stream, wants_stream
 from services.chat.schemas import (
     ConversationCreate,
     ConversationPatch,
@@ -145,11 +145,4 @@ async def post_message(
         body.content,
         replies.ReplyOptions(body.model, body.temperature, body.max_tokens),
     )
-    if wants_stream(request, body.stream):
-        return await stream_started_reply(chat, started.running)
-    reply = await replies.finished(started.running)
-    response.headers["Location"] = f"/api/v1/messages/{reply.id}"
-    return {
-        "user_message": message_view(started.user_message),
-        "assistant_message": message_view(reply),
-    }
+    return await exchange_or_stream(chat, started, wants_stream(request, body.stream), response)

@@ -8,11 +8,11 @@ from sse_starlette import EventSourceResponse
 from services.chat.deps import ChatDep
 from services.chat.openapi import sse_answer
 from services.chat.routes.streaming import (
+    exchange_or_stream,
     follow,
     last_event_id,
     replay_saved,
     sse,
-    stream_started_reply,
     wants_stream,
 )
 from services.chat.schemas import Exchange, MessageEdit, MessageResponse, ReplyOptions
@@ -79,14 +79,7 @@ async def regenerate(
         message_id,
         replies.ReplyOptions(options.model, options.temperature, options.max_tokens),
     )
-    if wants_stream(request, options.stream):
-        return await stream_started_reply(chat, started.running)
-    reply = await replies.finished(started.running)
-    response.headers["Location"] = f"/api/v1/messages/{reply.id}"
-    return {
-        "user_message": message_view(started.user_message),
-        "assistant_message": message_view(reply),
-    }
+    return await exchange_or_stream(chat, started, wants_stream(request, options.stream), response)
 
 
 @router.post("/{message_id}/stop", response_model=MessageResponse)

@@ -6,12 +6,16 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
-from fastapi import Request
+from fastapi import Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from services.chat.deps import ChatCollaborators
 from services.chat.generation import RunningReply, raise_failure
+from services.chat.service import replies
+from services.chat.service.replies import StartedReply
+from services.chat.service.views import message_view
 from services.chat.streams import DELTA, ERROR, StreamEvent, StreamGone
 from shared.errors import ValidationFailed
 
@@ -56,6 +60,21 @@ async def stream_started_reply(
     first = await asyncio.shield(running.first_event)
     raise_failure(first)
     return sse(follow(collaborators, running.id, -1))
+
+
+async def exchange_or_stream(
+    collaborators: ChatCollaborators, started: StartedReply, stream: bool, response: Response
+) -> dict[str, Any] | EventSourceResponse:
+    """A started reply as the messages API answers it: its events, or, once it is saved,
+    the user's message and the reply."""
+    if stream:
+        return await stream_started_reply(collaborators, started.running)
+    reply = await replies.finished(started.running)
+    response.headers["Location"] = f"/api/v1/messages/{reply.id}"
+    return {
+        "user_message": message_view(started.user_message),
+        "assistant_message": message_view(reply),
+    }
 
 
 async def follow(
