@@ -1,11 +1,12 @@
 """What chat builds beyond the shared collaborators: the model catalogue, the reply streams,
 the per-user generation slots and the generator that runs replies."""
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends
 
-from services.chat.generation import ReplyGenerator
+from services.chat.generation import ReplyGenerator, end_abandoned
 from services.chat.providers.catalogue import ModelCatalogue
 from services.chat.settings import ChatSettings
 from services.chat.slots import GenerationSlots
@@ -15,6 +16,10 @@ from shared.deps import collaborators_of
 from shared.health import ReadinessCheck
 from shared.security import KeySource
 from shared.service import Collaborators
+from shared.wakeups import WakeOnCommitLoop
+
+# How often replies left generating by a process that died are looked for.
+SWEEP_SECONDS = 60.0
 
 
 class ChatCollaborators(Collaborators[ChatSettings]):
@@ -33,6 +38,17 @@ class ChatCollaborators(Collaborators[ChatSettings]):
         self.generator = ReplyGenerator(
             self.database, self.catalogue, self.streams, self.slots, settings
         )
+        abandoned_after = timedelta(seconds=settings.chat_generation_timeout_seconds + 60)
+        self.sweeper = WakeOnCommitLoop(
+            self.database,
+            "chat.abandoned_replies",
+            lambda: self._end_abandoned(abandoned_after),
+            poll_seconds=SWEEP_SECONDS,
+            name="chat-abandoned-replies",
+        )
+
+    async def _end_abandoned(self, older_than: timedelta) -> None:
+        await end_abandoned(self.database, older_than)
 
     def readiness_checks(self) -> dict[str, ReadinessCheck]:
         return super().readiness_checks() | {"reply_streams": self.streams.ping}
@@ -41,9 +57,11 @@ class ChatCollaborators(Collaborators[ChatSettings]):
         await super().start()
         encoding()  # loads the tokenizer's vocabulary now rather than in the first request
         await self.streams.start()
+        self.sweeper.start()
 
     async def stop(self) -> None:
         try:
+            await self.sweeper.stop()
             await self.generator.close()
             await self.streams.close()
             await self.slots.close()

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi.encoders import jsonable_encoder
@@ -245,6 +245,22 @@ class ReplyGenerator:
         data: dict[str, Any] = jsonable_encoder(chat_response_view(row))
         self._publish(reply, StreamEvent(RESPONSE, len(outcome.text), data))
         reply.finished.set_result(row)
+
+
+async def end_abandoned(database: Database, older_than: timedelta) -> int:
+    """Replies still generating after the longest a generation may run belong to a process
+    that died: they end as stopped, with what was saved of them. Returns how many."""
+    now = utcnow()
+    async with database.unit_of_work() as session:
+        result = await session.execute(
+            update(Message)
+            .where(Message.status == "generating", Message.created_at < now - older_than)
+            .values(status="stopped", finish_reason="stopped", updated_at=now)
+        )
+    ended = int(getattr(result, "rowcount", 0) or 0)
+    if ended:
+        log.warning("abandoned_replies_ended", count=ended)
+    return ended
 
 
 def _error_event(failure: ApiError, offset: int) -> StreamEvent:
