@@ -15,6 +15,7 @@ from launcher.readiness import print_ready_banner, wait_healthy
 from shared.events import process_bus
 from shared.logging import service_context
 from shared.registry import GATEWAY, SERVICES
+from shared.service import KEEP_ALIVE_SECONDS
 
 
 class EmbeddedServer(uvicorn.Server):
@@ -101,5 +102,6 @@ def _server(app: object, port: int, host: str) -> EmbeddedServer:
         lifespan="on",
         server_header=False,
         date_header=False,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     return EmbeddedServer(config)

@@ -165,6 +165,12 @@ def create_service_app(
     return app
 
 
+# How long a process keeps an idle client connection open. Longer than any proxy in
+# front of it keeps one idle in its pool (the gateway: 30 s, gateway/edge.py),
+# so that the proxy never sends a request down a connection the server is closing.
+KEEP_ALIVE_SECONDS = 75
+
+
 def serve(factory: str, settings: ServiceSettings, *, workers: int = 1) -> None:
     """Runs one service under uvicorn; `factory` is the "module:create_app" path."""
     uvicorn.run(
@@ -178,4 +184,5 @@ def serve(factory: str, settings: ServiceSettings, *, workers: int = 1) -> None:
         proxy_headers=False,
         server_header=False,
         date_header=False,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
