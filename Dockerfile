@@ -33,11 +33,20 @@ FROM python:3.11-slim
 LABEL org.opencontainers.image.title="lyceum" \
       org.opencontainers.image.description="Lyceum services (gateway, auth, users, ...): one image, the command picks the service"
 
+# libmagic: the documents service decides an upload's type from its content (python-magic).
+# Not pinned: the base image's Debian release fixes its version, and a rebuild takes its
+# security updates.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libmagic1 \
+    && rm -rf /var/lib/apt/lists/*
+
 # A fixed numeric uid/gid, so that Kubernetes can check runAsNonRoot.
 RUN groupadd --system --gid 10001 lyceum \
     && useradd --system --uid 10001 --gid lyceum --home-dir /app --no-create-home --shell /usr/sbin/nologin lyceum
 
 COPY --from=build /opt/venv /opt/venv
+RUN /opt/venv/bin/python -c "import magic; assert magic.from_buffer(b'%PDF-1.4', mime=True) == 'application/pdf'"
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

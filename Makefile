@@ -5,10 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run run-full migrate test test-unit test-component test-e2e schemathesis lint format typecheck migration validate-deploy bench-courses bench-webhooks bench-gateway bench-chat clean
+.PHONY: help install run run-full migrate test test-unit test-component test-e2e schemathesis lint format typecheck migration validate-deploy bench-courses bench-webhooks bench-gateway bench-chat bench-documents clean
 
 help: ## List the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -75,6 +75,9 @@ bench-gateway: $(STAMP) ## Gateway cost: req/s, p50/p99 direct vs gateway vs ngi
 
 bench-chat: $(STAMP) ## Chat: time to first token and total, stub vs chat vs gateway, SSE and WebSocket, 1 and 200 streams
 	@$(BIN)/python -m bench.bench_chat
+
+bench-documents: $(STAMP) ## Documents: 100 MB upload MB/s direct and via gateway vs a disk copy, service memory; search p50/p99 at 1k and 10k documents, SQLite and PostgreSQL
+	@$(BIN)/python -m bench.bench_documents
 
 clean: ## Remove local data (var/) and caches
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -239,7 +239,9 @@ for name, spec in apps.items():
     expect(env.get("HOST") == "0.0.0.0", f"compose {name}: HOST is not 0.0.0.0")
     expect("healthcheck" in spec, f"compose {name}: no healthcheck")
     for dependency, how in (spec.get("depends_on") or {}).items():
-        wanted = "service_completed_successfully" if dependency in migrations else "service_healthy"
+        # One-shot steps (migrations, the bucket's creation) are waited for until they end.
+        one_shot = (compose.get(dependency) or {}).get("restart") == "no"
+        wanted = "service_completed_successfully" if one_shot else "service_healthy"
         expect(
             how.get("condition") == wanted,
             f"compose {name}: depends_on {dependency} is not {wanted}",

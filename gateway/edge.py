@@ -25,6 +25,7 @@ class Edge:
             settings.upstreams,
             settings.public_routes,
             settings.websocket_routes,
+            settings.upload_routes,
         )
         self._http: HttpProxy | None = None
         self._websockets: WebSocketProxy | None = None

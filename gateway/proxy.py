@@ -100,7 +100,7 @@ class RequestBody:
 
     def __init__(self, receive: Receive, limit: int) -> None:
         self._receive = receive
-        self._limit = limit
+        self.limit = limit
         self.started = False
         self.finished = False
         self.too_large = False
@@ -116,7 +116,7 @@ class RequestBody:
                 raise ClientGone()
             chunk: bytes = message.get("body", b"")
             received += len(chunk)
-            if received > self._limit:
+            if received > self.limit:
                 self.too_large = True
                 raise BodyTooLarge()
             if chunk:
@@ -220,18 +220,30 @@ class HttpProxy:
         await self._rate_limits.enforce(method, path, identity, client_ip, rate_limit)
         await self._refuse_undocumented_method(method, path, wait=False)
         declared_length = headers.get(b"content-length")
-        if declared_length is not None:
-            if not declared_length.isdigit():
-                raise ValidationFailed("Invalid Content-Length")
-            if int(declared_length) > self._settings.max_body_bytes:
-                raise PayloadTooLarge(f"Body exceeds {self._settings.max_body_bytes} bytes")
+        if declared_length is not None and not declared_length.isdigit():
+            raise ValidationFailed("Invalid Content-Length")
+        body = None
+        if declared_length not in (None, b"0") or b"transfer-encoding" in headers:
+            limit = self._body_limit(method, path)
+            if declared_length is not None and int(declared_length) > limit:
+                raise _too_large(limit)
+            body = RequestBody(receive, limit)
         breaker = self.breakers[upstream.name]
         permit = breaker.allow()
         if permit is None:
             raise ServiceUnavailable(f"The {upstream.name} service is unavailable")
         try:
             return await self._exchange(
-                scope, receive, send, upstream, headers, identity, client_ip, breaker, rate_limit
+                scope,
+                receive,
+                send,
+                upstream,
+                headers,
+                body,
+                identity,
+                client_ip,
+                breaker,
+                rate_limit,
             )
         finally:
             # Whatever happened (413, the client leaving, an error of ours), a half-open
@@ -245,21 +257,19 @@ class HttpProxy:
         send: Send,
         upstream: Upstream,
         headers: dict[bytes, bytes],
+        body: RequestBody | None,
         identity: Identity | None,
         client_ip: str,
         breaker: CircuitBreaker,
         rate_limit: list[tuple[bytes, bytes]],
     ) -> int:
         method: str = scope["method"]
-        declared_length = headers.get(b"content-length")
-        has_body = declared_length not in (None, b"0") or b"transfer-encoding" in headers
-        body = RequestBody(receive, self._settings.max_body_bytes) if has_body else None
         upstream_headers = self._upstream_headers(scope, headers, identity, client_ip)
         response = await self._send(method, upstream, scope, upstream_headers, body, breaker)
         try:
             _use_stream_idle_timeout(response, self._stream_idle)
             if body is not None and body.too_large:
-                raise PayloadTooLarge(f"Body exceeds {self._settings.max_body_bytes} bytes")
+                raise _too_large(body.limit)
             if response.status in RELAYED_ERROR_STATUSES and await self._relay_error(
                 scope, receive, send, upstream, response, rate_limit
             ):
@@ -351,7 +361,7 @@ class HttpProxy:
     def _raise_if_not_upstreams_fault(self, body: RequestBody | None, exc: BaseException) -> None:
         """A body over the limit or a client that left: the breaker gives no verdict."""
         if body is not None and body.too_large:
-            raise PayloadTooLarge(f"Body exceeds {self._settings.max_body_bytes} bytes") from exc
+            raise _too_large(body.limit) from exc
         if body is not None and body.client_gone:
             raise ValidationFailed("The request body ended early") from exc
 
@@ -363,6 +373,11 @@ class HttpProxy:
         UPSTREAM_FAILURES.labels(upstream.name, "connect").inc()
         log.warning("upstream_unavailable", upstream=upstream.name, error=repr(exc))
         return ServiceUnavailable(f"The {upstream.name} service is unavailable")
+
+    def _body_limit(self, method: str, path: str) -> int:
+        if self._routes.is_upload(method, path):
+            return self._settings.max_upload_bytes
+        return self._settings.max_body_bytes
 
     async def _refuse_undocumented_method(self, method: str, path: str, *, wait: bool) -> None:
         """405, with `Allow`, for a method the merged document does not have for a path it
@@ -456,6 +471,10 @@ class HttpProxy:
         if status == 504:
             return error_response(504, "UPSTREAM_TIMEOUT")
         return error_response(500, "INTERNAL_ERROR")
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"Body exceeds {limit} bytes")
 
 
 async def _relayable_error(response: aiohttp.ClientResponse) -> tuple[str, bytes] | None:

@@ -15,10 +15,10 @@ from limits.aio.strategies import (
 )
 
 from gateway.metrics import RATE_LIMIT_REFUSALS, RATE_LIMIT_STORAGE_ERRORS
-from gateway.routing import RoutePatterns
 from gateway.settings import GatewaySettings
 from shared.errors import RateLimitExceeded, ServiceUnavailable
 from shared.logging import get_logger
+from shared.routes import RoutePatterns
 from shared.security import Identity
 
 log = get_logger(__name__)

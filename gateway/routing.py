@@ -1,31 +1,14 @@
-"""Which upstream owns a path, and which routes need no token or have their own limit."""
+"""Which upstream owns a path, and which routes need no token or take uploads."""
 
-import fnmatch
-import re
 from dataclasses import dataclass
+
+from shared.routes import RoutePatterns
 
 
 @dataclass(frozen=True)
 class Upstream:
     name: str
     url: str
-
-
-class RoutePatterns:
-    """`"METHOD /path/pattern"` entries (`*` for any method, shell-style wildcards in the path)."""
-
-    def __init__(self, entries: list[str]) -> None:
-        self._patterns: list[tuple[str, re.Pattern[str]]] = []
-        for entry in entries:
-            method, _, pattern = entry.partition(" ")
-            self._patterns.append((method.upper(), re.compile(fnmatch.translate(pattern.strip()))))
-
-    def match(self, method: str, path: str) -> bool:
-        method = "GET" if method == "HEAD" else method
-        return any(
-            (allowed == "*" or allowed == method) and pattern.match(path)
-            for allowed, pattern in self._patterns
-        )
 
 
 class RouteTable:
@@ -35,6 +18,7 @@ class RouteTable:
         upstreams: dict[str, str],
         public_routes: list[str],
         websocket_routes: dict[str, str] | None = None,
+        upload_routes: list[str] | None = None,
     ) -> None:
         unknown = set(routes.values()) - set(upstreams)
         if unknown:
@@ -49,6 +33,7 @@ class RouteTable:
         # A WebSocket route may name an upstream that is not deployed (yet): it answers 503.
         self._websockets = dict(websocket_routes or {})
         self._public = RoutePatterns(public_routes)
+        self._uploads = RoutePatterns(upload_routes or [])
 
     def match(self, path: str) -> tuple[str, Upstream] | None:
         """The route prefix that owns a path, and its upstream."""
@@ -71,3 +56,7 @@ class RouteTable:
 
     def is_public(self, method: str, path: str) -> bool:
         return self._public.match(method, path)
+
+    def is_upload(self, method: str, path: str) -> bool:
+        """A route whose body is limited by MAX_UPLOAD_BYTES rather than MAX_BODY_BYTES."""
+        return self._uploads.match(method, path)

@@ -18,6 +18,10 @@ DEFAULT_RATE_LIMIT_ADMIN_ROUTES = registry.admin_routes()
 DEFAULT_WEBSOCKET_ROUTES = registry.gateway_websocket_routes()
 # Services that need longer than UPSTREAM_TIMEOUT_SECONDS to start answering (chat).
 DEFAULT_UPSTREAM_TIMEOUTS = registry.gateway_upstream_timeouts()
+# Routes that take uploads (documents): limited by MAX_UPLOAD_BYTES, not MAX_BODY_BYTES.
+DEFAULT_UPLOAD_ROUTES = registry.gateway_upload_routes()
+
+MiB = 1024 * 1024
 
 
 class GatewaySettings(ServiceSettings):
@@ -46,7 +50,10 @@ class GatewaySettings(ServiceSettings):
     upstream_retries: int = 1
     breaker_failure_threshold: int = 5
     breaker_reset_seconds: float = 5.0
-    max_body_bytes: int = 10 * 1024 * 1024
+    max_body_bytes: int = 10 * MiB
+    upload_routes: list[str] = Field(default_factory=lambda: list(DEFAULT_UPLOAD_ROUTES))
+    # A 100 MiB file and room for the multipart form around it.
+    max_upload_bytes: int = 101 * MiB
     # `WEBSOCKET_ROUTES='{"/ws": "chat"}'`: WebSocket paths and their upstreams.
     websocket_routes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_WEBSOCKET_ROUTES))
 

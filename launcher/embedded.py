@@ -14,7 +14,7 @@ from launcher.options import LaunchOptions
 from launcher.readiness import print_ready_banner, wait_healthy
 from shared.events import process_bus
 from shared.logging import service_context
-from shared.registry import GATEWAY, SERVICES
+from shared.registry import CHAT, GATEWAY, SERVICES
 from shared.service import KEEP_ALIVE_SECONDS
 
 
@@ -37,8 +37,10 @@ async def run_embedded(options: LaunchOptions, var_dir: Path) -> None:
     bus = process_bus(options.event_delivery_limit)
     servers: list[tuple[str, str, EmbeddedServer]] = []
     for entry in SERVICES:
+        own = {"documents_url": options.documents_url()} if entry is CHAT else {}
         settings = entry.settings(
             **common,
+            **own,
             port=options.port(entry.port_offset),
             database_url=embedded_database_url(var_dir, entry),
         )

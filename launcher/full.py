@@ -16,7 +16,7 @@ from launcher.infrastructure import database_url, prepare
 from launcher.migrations import migrate_full
 from launcher.options import LaunchOptions
 from launcher.readiness import print_ready_banner, wait_healthy
-from shared.registry import GATEWAY, SERVICES, Component
+from shared.registry import CHAT, GATEWAY, SERVICES, Component
 
 
 def service_environment(options: LaunchOptions, entry: Component) -> dict[str, str]:
@@ -37,6 +37,8 @@ def service_environment(options: LaunchOptions, entry: Component) -> dict[str, s
         env["WORKERS"] = str(options.gateway_workers)
     else:
         env["DATABASE_URL"] = database_url(options, entry.name)
+    if entry is CHAT:
+        env["DOCUMENTS_URL"] = options.documents_url()
     return env
 
 

@@ -3,7 +3,7 @@
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.logging import LogFormat
-from shared.registry import AUTH, GATEWAY, JWKS_PATH
+from shared.registry import AUTH, DOCUMENTS, GATEWAY, JWKS_PATH
 
 
 class LaunchOptions(BaseSettings):
@@ -37,3 +37,7 @@ class LaunchOptions(BaseSettings):
 
     def jwks_url(self) -> str:
         return f"{self.url(AUTH.port_offset)}{JWKS_PATH}"
+
+    def documents_url(self) -> str:
+        """Where chat finds the documents service of the same stack."""
+        return self.url(DOCUMENTS.port_offset)

@@ -66,7 +66,7 @@ class Component:
 class Service(Component):
     """A service behind the gateway, with its own database and (if it consumes events) its
     own queue. Route entries are `"METHOD /path/pattern"` (`*` any method, shell-style
-    wildcards in the path), as the gateway's settings take them."""
+    wildcards in the path), as the gateway's settings take them (`shared/routes.py`)."""
 
     # Path prefixes the gateway sends to this service.
     prefixes: tuple[str, ...] = ()
@@ -78,6 +78,8 @@ class Service(Component):
     admin_routes: tuple[str, ...] = ()
     # WebSocket paths the gateway relays to this service.
     websocket_routes: tuple[str, ...] = ()
+    # Routes whose bodies the gateway limits by MAX_UPLOAD_BYTES instead of MAX_BODY_BYTES.
+    upload_routes: tuple[str, ...] = ()
     # How long the gateway waits for the first byte of its answers, when the gateway's
     # UPSTREAM_TIMEOUT_SECONDS is too short (a reply generated whole before it is sent).
     upstream_timeout_seconds: float | None = None
@@ -199,6 +201,15 @@ COURSES = Service(
     public_routes=_routes("GET /courses", "GET /courses/*"),
 )
 
+DOCUMENTS = Service(
+    "documents",
+    8005,
+    "services.documents.settings:DocumentsSettings",
+    "services.documents.app:create_app",
+    prefixes=_api("/documents", "/files"),
+    upload_routes=_routes("POST /documents", "POST /files/upload"),
+)
+
 WEBHOOKS = Service(
     "webhooks",
     8006,
@@ -207,7 +218,7 @@ WEBHOOKS = Service(
     prefixes=_api("/webhooks"),
 )
 
-SERVICES: tuple[Service, ...] = (AUTH, USERS, CHAT, COURSES, WEBHOOKS)
+SERVICES: tuple[Service, ...] = (AUTH, USERS, CHAT, COURSES, DOCUMENTS, WEBHOOKS)
 # The JWKS every verifier reads is auth's.
 JWKS_PATH = f"{API_PREFIX}/auth/.well-known/jwks.json"
 
@@ -261,3 +272,8 @@ def auth_rate_limited_routes() -> list[str]:
 
 def admin_routes() -> list[str]:
     return [route for entry in SERVICES for route in entry.admin_routes]
+
+
+def gateway_upload_routes() -> list[str]:
+    """The routes the gateway's UPLOAD_ROUTES takes: limited by MAX_UPLOAD_BYTES."""
+    return [route for entry in SERVICES for route in entry.upload_routes]

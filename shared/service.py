@@ -8,7 +8,7 @@ handlers receive it as their third argument.
 """
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic
 
@@ -16,7 +16,7 @@ import uvicorn
 from fastapi import APIRouter, FastAPI
 from typing_extensions import TypeVar
 
-from shared.body_limit import BodySizeLimitMiddleware
+from shared.body_limit import BodySizeLimitMiddleware, RouteBodyLimit
 from shared.db import Database
 from shared.errors import install_error_handlers
 from shared.events import connect_bus
@@ -100,6 +100,9 @@ class ServiceDefinition(Generic[CollaboratorsT]):
     outbox: Outbox | None = None
     processed_events: type[ProcessedEventMixin] | None = None
     event_handlers: Mapping[str, DomainHandler[CollaboratorsT]] = field(default_factory=dict)
+    # The routes whose bodies may differ from MAX_BODY_BYTES (uploads), from the settings:
+    # `lambda settings: [("POST", "/api/v1/documents", settings.max_upload_body_bytes)]`.
+    body_limits: Callable[[Any], Sequence[RouteBodyLimit]] | None = None
 
     def subscription(self, settings: ServiceSettings) -> Subscription | None:
         if not self.event_handlers:
@@ -155,7 +158,11 @@ def create_service_app(
     app = FastAPI(title=definition.title, version="1.0.0", lifespan=lifespan)
     app.state.settings = settings
     # Inside the error envelope and the request id, outside the routes' body parsing.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        route_limits=definition.body_limits(settings) if definition.body_limits else (),
+    )
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(RequestIdMiddleware, service=definition.name)

@@ -1,5 +1,7 @@
 """Settings common to every service, read from the environment."""
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -19,6 +21,8 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     database_url: str = ""
+    # Where local data lives (`make run`'s SQLite files, documents' files): VAR_DIR.
+    var_dir: Path = Path("var")
     redis_url: str | None = None
     amqp_url: str | None = None
     events_exchange: str = "lyceum.events"
@@ -52,4 +56,4 @@ class ServiceSettings(BaseSettings):
     event_delivery_limit: int = 5
 
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite+aiosqlite:///var/{self.service_name}.db"
+        return self.database_url or f"sqlite+aiosqlite:///{self.var_dir}/{self.service_name}.db"

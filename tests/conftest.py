@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import socket
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ from redis.asyncio import Redis
 from shared.registry import SERVICES
 from shared.testing import Stack, TcpProxy, wait_until
 from tests.processes import kill, leftover_processes, mark_test_run
+from tests.s3_server import ACCESS_KEY as S3_ACCESS_KEY
+from tests.s3_server import SECRET_KEY as S3_SECRET_KEY
+from tests.s3_server import S3Server
 
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "admin-password-for-tests"
@@ -72,6 +76,7 @@ class Stacks:
         self.workdir = workdir
         self.started: dict[str, Stack] = {}
         self.proxies: list[TcpProxy] = []
+        self.s3_servers: list[S3Server] = []
 
     def get(self, mode: str) -> Stack:
         if mode not in self.started:
@@ -108,6 +113,16 @@ class Stacks:
             stack.proxies = {"amqp": amqp, "redis": redis}
             env["AMQP_URL"] = f"amqp://guest:guest@127.0.0.1:{amqp.port}/"
             env["REDIS_URL"] = f"redis://127.0.0.1:{redis.port}/0"
+            # Documents in an S3 bucket of this run's own, on a real S3 API server.
+            s3 = S3Server(self.workdir / "s3.log").start()
+            self.s3_servers.append(s3)
+            env.update(
+                DOCUMENTS_STORAGE="s3",
+                S3_ENDPOINT_URL=s3.url,
+                S3_BUCKET=f"test-documents-{uuid.uuid4().hex[:12]}",
+                S3_ACCESS_KEY_ID=S3_ACCESS_KEY,
+                S3_SECRET_ACCESS_KEY=S3_SECRET_KEY,
+            )
         print(f"\nstarting {mode} stack at {stack.url} (log: {stack.log_path})", flush=True)
         try:
             return stack.start()
@@ -122,6 +137,8 @@ class Stacks:
                 asyncio.run(_clean_full_stack(stack))
         for proxy in self.proxies:
             proxy.stop()
+        for server in self.s3_servers:
+            server.stop()
 
 
 async def _clean_full_stack(stack: Stack) -> None:

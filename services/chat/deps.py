@@ -1,11 +1,13 @@
 """What chat builds beyond the shared collaborators: the model catalogue, the reply streams,
-the per-user generation slots and the generator that runs replies."""
+the per-user generation slots, the generator that runs replies and the client of the
+documents service."""
 
 from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends
 
+from services.chat.documents import DocumentsClient
 from services.chat.generation import ReplyGenerator, end_abandoned
 from services.chat.providers.catalogue import ModelCatalogue
 from services.chat.settings import ChatSettings
@@ -13,8 +15,9 @@ from services.chat.slots import GenerationSlots
 from services.chat.streams import ReplyStreams
 from services.chat.tokens import encoding
 from shared.deps import collaborators_of
+from shared.errors import AuthenticationRequired
 from shared.health import ReadinessCheck
-from shared.security import KeySource
+from shared.security import BearerCredentials, KeySource
 from shared.service import Collaborators
 from shared.wakeups import WakeOnCommitLoop
 
@@ -37,6 +40,11 @@ class ChatCollaborators(Collaborators[ChatSettings]):
         )
         self.generator = ReplyGenerator(
             self.database, self.catalogue, self.streams, self.slots, settings
+        )
+        self.documents = DocumentsClient(
+            settings.documents_url,
+            timeout_seconds=settings.chat_documents_timeout_seconds,
+            max_sources=settings.chat_documents_max_sources,
         )
         abandoned_after = timedelta(seconds=settings.chat_generation_timeout_seconds + 60)
         self.sweeper = WakeOnCommitLoop(
@@ -66,8 +74,20 @@ class ChatCollaborators(Collaborators[ChatSettings]):
             await self.streams.close()
             await self.slots.close()
             await self.catalogue.close()
+            await self.documents.close()
         finally:
             await super().stop()
 
 
 ChatDep = Annotated[ChatCollaborators, Depends(collaborators_of(ChatCollaborators))]
+
+
+def access_token(credentials: BearerCredentials) -> str:
+    """The bearer token the request came with (`CurrentIdentity` verifies it), to ask the
+    documents service on the user's behalf."""
+    if credentials is None:
+        raise AuthenticationRequired()
+    return credentials.credentials
+
+
+AccessToken = Annotated[str, Depends(access_token)]

@@ -1,7 +1,9 @@
 import uuid
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     Date,
     Float,
@@ -12,6 +14,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -38,6 +41,12 @@ class Conversation(TimestampMixin, Base):
     title_is_automatic: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     model: Mapped[str] = mapped_column(String(200), nullable=False)
     prompt: Mapped[str | None] = mapped_column(String(100))
+    # What its messages do when they do not say: answer from the user's documents (only
+    # those of `document_ids`, ids as text, when set).
+    use_documents: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+    document_ids: Mapped[list[str] | None] = mapped_column(JSON)
     current_message_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     last_activity_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), nullable=False, default=utcnow
@@ -73,6 +82,14 @@ class Message(TimestampMixin, Base):
     total_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     prompt_name: Mapped[str | None] = mapped_column(String(100))
     prompt_version: Mapped[int | None] = mapped_column(Integer)
+    # user messages: whether they were asked of the user's documents (and which), so that
+    # a regenerated reply is asked the same way.
+    use_documents: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+    document_ids: Mapped[list[str] | None] = mapped_column(JSON)
+    # replies: the sources they were given, in their numbers' order (`sources.citation`).
+    citations: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
 
 class Prompt(TimestampMixin, Base):

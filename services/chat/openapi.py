@@ -17,7 +17,8 @@ SSE_EVENT_SCHEMA: dict[str, Any] = {
         "data": {
             "type": "string",
             "description": 'JSON: chat_delta {"id", "delta"}; chat_response the saved reply '
-            '(as POST /chat answers, with finish_reason); error {"code", "message"}',
+            "(as POST /chat answers, with finish_reason and citations: the sources of a reply "
+            'asked with use_documents, [1] first); error {"code", "message"}',
         },
         "id": {"type": "string", "description": "The length of the answer so far"},
         "retry": {"type": "integer", "minimum": 0},

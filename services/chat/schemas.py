@@ -20,6 +20,12 @@ MAX_MESSAGE_CHARS = 32_000
 MessageText = Annotated[str, StringConstraints(max_length=MAX_MESSAGE_CHARS), NotBlank()]
 ConversationSort = Literal["last_activity_at", "created_at", "title"]
 MessageStatus = Literal["generating", "completed", "stopped", "failed"]
+DocumentIds = Annotated[list[uuid.UUID], Field(min_length=1, max_length=100)]
+USE_DOCUMENTS = (
+    "Answer from the user's own documents: the best passages found for the message are "
+    "given to the model as numbered sources, and the reply lists them as `citations`"
+)
+DOCUMENT_IDS = "Search only these of the user's documents (all of them when unset)"
 
 
 class UsageResponse(BaseModel):
@@ -31,6 +37,15 @@ class UsageResponse(BaseModel):
 class PromptRef(BaseModel):
     name: str
     version: int
+
+
+class Citation(BaseModel):
+    """A source the reply was given; the answer cites the n-th of them as [n]."""
+
+    document_id: uuid.UUID
+    title: str
+    page: int | None = Field(description="The page of the passage, when the document has pages")
+    snippet: str = Field(description="The passage, as plain text")
 
 
 # --- models ---
@@ -57,16 +72,25 @@ class ConversationCreate(BaseModel):
     title: Title | None = None
     model: ModelId | None = Field(None, description="A model id from GET /api/v1/models")
     prompt: PromptName | None = Field(None, description="The name of a system prompt")
+    use_documents: Boolean = Field(
+        False, description=f"{USE_DOCUMENTS}; for the messages that do not say"
+    )
+    document_ids: DocumentIds | None = Field(None, description=DOCUMENT_IDS)
 
 
 class ConversationUpdate(BaseModel):
-    """PUT: the title and model are given; a prompt left out is removed."""
+    """PUT: the title and model are given; a prompt or document_ids left out are removed,
+    use_documents left out is false."""
 
     model_config = ConfigDict(extra="forbid")
 
     title: Title
     model: ModelId
     prompt: PromptName | None = None
+    use_documents: Boolean = Field(
+        False, description=f"{USE_DOCUMENTS}; for the messages that do not say"
+    )
+    document_ids: DocumentIds | None = Field(None, description=DOCUMENT_IDS)
 
 
 class ConversationPatch(BaseModel):
@@ -75,6 +99,10 @@ class ConversationPatch(BaseModel):
     title: Omittable[Title] = None
     model: Omittable[ModelId] = None
     prompt: PromptName | None = None
+    use_documents: Omittable[Boolean] = Field(
+        None, description=f"{USE_DOCUMENTS}; for the messages that do not say"
+    )
+    document_ids: DocumentIds | None = Field(None, description=f"{DOCUMENT_IDS}; null: all")
 
 
 class ConversationResponse(BaseModel):
@@ -82,6 +110,8 @@ class ConversationResponse(BaseModel):
     title: str
     model: str
     prompt: str | None
+    use_documents: bool
+    document_ids: list[uuid.UUID] | None
     message_count: int
     usage: UsageResponse
     current_message_id: uuid.UUID | None
@@ -103,6 +133,12 @@ class ReplyOptions(BaseModel):
     temperature: Temperature | None = None
     max_tokens: MaxTokens | None = None
     stream: Boolean = False
+    use_documents: Boolean | None = Field(
+        None, description=f"{USE_DOCUMENTS}. Unset: as the conversation says"
+    )
+    document_ids: DocumentIds | None = Field(
+        None, description=f"{DOCUMENT_IDS}. Unset: as the conversation says"
+    )
 
 
 class MessageCreate(ReplyOptions):
@@ -126,6 +162,9 @@ class MessageResponse(BaseModel):
     usage: UsageResponse
     finish_reason: str | None
     prompt: PromptRef | None
+    citations: list[Citation] = Field(
+        description="The sources of a reply asked with use_documents, [1] first; else empty"
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -147,6 +186,12 @@ class ChatRequest(BaseModel):
     max_tokens: MaxTokens | None = None
     conversation_id: uuid.UUID | None = None
     stream: Boolean = False
+    use_documents: Boolean | None = Field(
+        None, description=f"{USE_DOCUMENTS}. Unset: as the conversation says (false for a new one)"
+    )
+    document_ids: DocumentIds | None = Field(
+        None, description=f"{DOCUMENT_IDS}. Unset: as the conversation says"
+    )
 
 
 class ChatResponse(BaseModel):
@@ -160,6 +205,9 @@ class ChatResponse(BaseModel):
     created_at: datetime
     finish_reason: str | None
     prompt: PromptRef | None
+    citations: list[Citation] = Field(
+        description="The sources the reply was given, [1] first; empty without use_documents"
+    )
 
 
 class HistoryEntry(BaseModel):
@@ -167,6 +215,7 @@ class HistoryEntry(BaseModel):
     message: str
     response: str
     model: str
+    citations: list[Citation]
     created_at: datetime
 
 

@@ -1,6 +1,6 @@
 from pydantic import Field, field_validator
 
-from shared.registry import CHAT
+from shared.registry import CHAT, DOCUMENTS, local_url
 from shared.settings import ServiceSettings
 
 DEVELOPMENT_MODEL = "lyceum-dev"
@@ -34,6 +34,13 @@ class ChatSettings(ServiceSettings):
     chat_stream_retention_seconds: int = Field(default=3600, ge=60)
     # A generation running longer than this is stopped and saved with finish_reason "length".
     chat_generation_timeout_seconds: float = Field(default=600.0, gt=0)
+
+    # The documents service, asked for passages when a message says `use_documents`.
+    documents_url: str = local_url(DOCUMENTS)
+    # How many passages (the best-ranked first) a reply is given as sources.
+    chat_documents_max_sources: int = Field(default=5, ge=1, le=50)
+    # The longest a search of the user's documents may take; past it the message is 504.
+    chat_documents_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("chat_provider_base_url", "chat_provider_api_key", "chat_default_model")
     @classmethod

@@ -39,6 +39,11 @@ class Document(TimestampMixin, Base):
     page_count: Mapped[int | None] = mapped_column(Integer)
     chunk_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A processing worker holds the document until then; past it another worker may take it.
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # How many times processing was started: a file that kills its worker is not retried
+    # forever.
+    processing_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
 
 class Chunk(Base):

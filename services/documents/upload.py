@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from services.documents.content_types import HEAD_BYTES, ContentTypeRefused, clean_filename
@@ -143,9 +144,9 @@ async def receive(
             chunk = await chunks.__anext__()
         except StopAsyncIteration:
             body_done = True
-            parser.finalize()
+            _parse(parser.finalize)
             return True
-        parser.write(chunk)
+        _parse(lambda: parser.write(chunk))
         return True
 
     def counted(piece: bytes) -> bytes:
@@ -204,6 +205,15 @@ async def receive(
         sha256=digest.hexdigest(),
         mime_type=state["mime_type"],
     )
+
+
+def _parse(step: Callable[[], object]) -> None:
+    try:
+        step()
+    except FormParserError as malformed:
+        raise ValidationFailed(
+            "The body is not well-formed multipart/form-data", details={"issue": str(malformed)}
+        ) from malformed
 
 
 def _detected(detect: Callable[[bytes, str], str], head: bytes, filename: str) -> str:

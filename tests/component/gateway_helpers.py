@@ -239,7 +239,7 @@ upstream_app = Starlette(
         Route("/jwks.json", jwks),
         Route(f"{PREFIX}/echo", echo, methods=["GET", "POST", "PUT", "DELETE"]),
         Route(f"{PREFIX}/download", download),
-        Route(f"{PREFIX}/upload", upload, methods=["POST"]),
+        Route(f"{PREFIX}/upload", upload, methods=["POST", "PUT"]),
         Route(f"{PREFIX}/events", events),
         Route(f"{PREFIX}/events/{{stream}}/{{number}}/ack", acknowledge, methods=["POST"]),
         Route(f"{PREFIX}/chat-stream", chat_stream, methods=["POST"]),

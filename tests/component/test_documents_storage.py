@@ -4,17 +4,12 @@ bucket of its own for each test."""
 
 import asyncio
 import hashlib
-import os
 import random
-import signal
-import subprocess
-import sys
 import tracemalloc
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from services.documents.storage import (
@@ -26,7 +21,8 @@ from services.documents.storage import (
     StoredObject,
     store_from,
 )
-from shared.testing import free_port_block, wait_until
+from shared.testing import free_port_block
+from tests.s3_server import S3Server
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -44,36 +40,11 @@ class BodyTooLarge(Exception):
 
 @pytest.fixture(scope="module")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port_block(1)
-    url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def answers() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"moto server exited:\n{log_path.read_text()[-3000:]}")
-        try:
-            return httpx.get(f"{url}/moto-api/", timeout=1.0).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+    server = S3Server(tmp_path_factory.mktemp("moto") / "moto.log").start()
     try:
-        wait_until(answers, within_seconds=30, interval=0.1)
-        yield url
+        yield server.url
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        server.stop()
 
 
 def s3_store(url: str, *, create_bucket: bool = True) -> S3Store:

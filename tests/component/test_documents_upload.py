@@ -176,3 +176,27 @@ async def test_memory_does_not_grow_with_the_file(store: LocalStore) -> None:
     assert upload.size >= size
     assert upload.mime_type == "text/plain"
     assert peak < 8 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        f"--{BOUNDARY}\r\nNone--{BOUNDARY}--\r\n".encode(),
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"\r\n\r\nabc'.encode(),
+        b"garbage without any boundary",
+    ],
+)
+async def test_a_malformed_multipart_body_is_400_and_nothing_stays(
+    store: LocalStore, body: bytes
+) -> None:
+    with pytest.raises(ValidationFailed):
+        await receive(
+            in_chunks(body),
+            CONTENT_TYPE,
+            store=store,
+            key="documents/malformed",
+            max_bytes=10**6,
+            quota_left=None,
+            detect=detect,
+        )
+    assert stored_files(store) == []

@@ -1,5 +1,6 @@
 """The gateway in front of a test upstream: identity and trace headers, streamed bodies of
-hundreds of MB with flat memory, Server-Sent Events one by one, and a WebSocket echo."""
+hundreds of MB with flat memory, body limits per route, Server-Sent Events one by one, and a
+WebSocket echo."""
 
 import asyncio
 import json
@@ -26,6 +27,9 @@ from tests.e2e.helpers import assert_envelope
 from tests.processes import GatewayProcess
 
 TRANSFER_MB = 200
+# Uploads (POST /upload) may be large; any other body, PUT /upload included, may not.
+MAX_BODY_MB = 4
+MAX_UPLOAD_MB = 400
 # RSS growth allowed while 200 MB pass through: a fraction of the body, not the body.
 MEMORY_BOUND = 60 * MIB
 
@@ -41,7 +45,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, key: SigningKey) -> Iterat
     upstream = UpstreamProcess(workdir, key).start()
     env = upstream_env(
         upstream,
-        MAX_BODY_BYTES=str(400 * MIB),
+        MAX_BODY_BYTES=str(MAX_BODY_MB * MIB),
+        MAX_UPLOAD_BYTES=str(MAX_UPLOAD_MB * MIB),
+        UPLOAD_ROUTES=json.dumps([f"POST {PREFIX}/upload"]),
         CORS_ORIGINS='["https://app.example.com"]',
         # The test client stands for a TLS-terminating proxy (X-Forwarded-Proto → HSTS).
         TRUSTED_PROXIES='["127.0.0.1/32"]',
@@ -153,6 +159,8 @@ async def test_a_200_mb_download_streams_with_flat_memory(
 async def test_a_200_mb_upload_streams_with_flat_memory(
     gateway: GatewayProcess, key: SigningKey
 ) -> None:
+    """An upload route takes bodies over MAX_BODY_BYTES, relayed as they come."""
+
     async def body() -> AsyncIterator[bytes]:
         chunk = b"y" * MIB
         for _ in range(TRANSFER_MB):
@@ -167,25 +175,59 @@ async def test_a_200_mb_upload_streams_with_flat_memory(
     assert memory.growth < MEMORY_BOUND
 
 
-async def test_a_body_over_the_limit_is_refused(gateway: GatewayProcess, key: SigningKey) -> None:
-    async def too_much() -> AsyncIterator[bytes]:
-        for _ in range(401):
-            yield b"z" * MIB
+async def megabytes(count: int) -> AsyncIterator[bytes]:
+    for _ in range(count):
+        yield b"z" * MIB
 
-    # Refused on the declared length alone, before any of the body is read.
+
+async def declared_length_status(
+    gateway: GatewayProcess, key: SigningKey, method: str, length: int
+) -> bytes:
+    """The status line answered to headers alone: the body is never sent."""
     reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
     token = auth(key)["Authorization"]
     writer.write(
-        f"POST {PREFIX}/upload HTTP/1.1\r\nHost: test\r\nAuthorization: {token}\r\n"
-        f"Content-Length: {401 * MIB}\r\n\r\n".encode()
+        f"{method} {PREFIX}/upload HTTP/1.1\r\nHost: test\r\nAuthorization: {token}\r\n"
+        f"Content-Length: {length}\r\n\r\n".encode()
     )
     await writer.drain()
     status_line = await reader.readline()
     writer.close()
+    return status_line
+
+
+async def test_an_upload_over_max_upload_bytes_is_refused(
+    gateway: GatewayProcess, key: SigningKey
+) -> None:
+    over = (MAX_UPLOAD_MB + 1) * MIB
+    status_line = await declared_length_status(gateway, key, "POST", over)
     assert status_line.startswith(b"HTTP/1.1 413"), status_line
     async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as client:
-        streamed = await client.post(f"{PREFIX}/upload", content=too_much(), headers=auth(key))
-        assert_envelope(streamed, 413, "PAYLOAD_TOO_LARGE")
+        streamed = await client.post(
+            f"{PREFIX}/upload", content=megabytes(MAX_UPLOAD_MB + 1), headers=auth(key)
+        )
+    body = assert_envelope(streamed, 413, "PAYLOAD_TOO_LARGE")
+    assert body["error"]["message"] == f"Body exceeds {MAX_UPLOAD_MB * MIB} bytes"
+
+
+async def test_a_body_over_max_body_bytes_is_refused_off_the_upload_routes(
+    gateway: GatewayProcess, key: SigningKey
+) -> None:
+    over = (MAX_BODY_MB + 1) * MIB
+    status_line = await declared_length_status(gateway, key, "PUT", over)
+    assert status_line.startswith(b"HTTP/1.1 413"), status_line
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as client:
+        declared = await client.put(f"{PREFIX}/upload", content=b"z" * over, headers=auth(key))
+        streamed = await client.put(
+            f"{PREFIX}/upload", content=megabytes(MAX_BODY_MB + 1), headers=auth(key)
+        )
+        within = await client.put(
+            f"{PREFIX}/upload", content=megabytes(MAX_BODY_MB), headers=auth(key)
+        )
+    for refused in (declared, streamed):
+        body = assert_envelope(refused, 413, "PAYLOAD_TOO_LARGE")
+        assert body["error"]["message"] == f"Body exceeds {MAX_BODY_MB * MIB} bytes"
+    assert within.json() == {"bytes": MAX_BODY_MB * MIB}
 
 
 async def test_server_sent_events_arrive_one_by_one(

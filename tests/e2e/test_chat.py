@@ -32,9 +32,10 @@ MESSAGE_FIELDS = {
     "usage",
     "finish_reason",
     "prompt",
+    "citations",
     "created_at",
 }
-CHAT_FIELDS = {"id", "message", "model", "usage", "conversation_id", "created_at"}
+CHAT_FIELDS = {"id", "message", "model", "usage", "conversation_id", "created_at", "citations"}
 
 
 def assert_usage(usage: dict[str, int]) -> None:
@@ -69,6 +70,7 @@ async def test_post_chat_answers_and_the_history_and_usage_show_it(stack: Stack)
         assert answer["model"] == "lyceum-dev"
         assert "What is a monad?" in answer["message"]
         assert answer["finish_reason"] == "stop"
+        assert answer["citations"] == []
         assert_usage(answer["usage"])
 
         again = await client.post(
@@ -85,7 +87,8 @@ async def test_post_chat_answers_and_the_history_and_usage_show_it(stack: Stack)
         page = history.json()
         assert (page["total"], page["limit"], page["offset"]) == (2, 50, 0)
         newest, oldest = page["messages"]
-        assert set(newest) == {"id", "message", "response", "model", "created_at"}
+        assert set(newest) == {"id", "message", "response", "model", "citations", "created_at"}
+        assert newest["citations"] == []
         assert (newest["message"], newest["response"]) == ("Tell me more", again.json()["message"])
         assert (oldest["id"], oldest["message"]) == (answer["id"], "What is a monad?")
 
@@ -106,6 +109,7 @@ async def test_conversations_belong_to_their_user(stack: Stack) -> None:
         conversation = created.json()
         assert created.headers["location"] == f"/api/v1/conversations/{conversation['id']}"
         assert (conversation["model"], conversation["prompt"]) == ("lyceum-dev", None)
+        assert (conversation["use_documents"], conversation["document_ids"]) == (False, None)
         path = f"/api/v1/conversations/{conversation['id']}"
         posted = await client.post(f"{path}/messages", json={"content": "Hi"}, headers=owner)
         assert posted.status_code == 201
@@ -191,6 +195,7 @@ async def test_messages_branch_when_a_reply_is_regenerated(stack: Stack) -> None
         assert (question["role"], reply["role"]) == ("user", "assistant")
         assert reply["parent_id"] == question["id"]
         assert reply["finish_reason"] == "stop"
+        assert (question["citations"], reply["citations"]) == ([], [])
         assert_usage(reply["usage"])
         second = (await client.post(path, json={"content": "Second"}, headers=user)).json()
         assert second["user_message"]["parent_id"] == reply["id"]
@@ -250,6 +255,9 @@ async def test_messages_branch_when_a_reply_is_regenerated(stack: Stack) -> None
         {"message": "hi", "max_tokens": 0},
         {"message": "hi", "model": "no-such-model"},
         {"message": "hi", "conversation_id": "not-a-uuid"},
+        {"message": "hi", "use_documents": "yes"},
+        {"message": "hi", "use_documents": True, "document_ids": []},
+        {"message": "hi", "use_documents": True, "document_ids": ["not-a-uuid"]},
     ],
 )
 async def test_bad_chat_input_is_400_and_stores_nothing(stack: Stack, body: dict[str, Any]) -> None:
@@ -276,6 +284,7 @@ async def test_replies_stream_as_server_sent_events_and_can_be_replayed(stack: S
         assert stream.last.kind == "chat_response"
         saved = stream.last.data
         assert CHAT_FIELDS | {"finish_reason"} <= set(saved)
+        assert saved["citations"] == []
         assert (saved["id"], saved["message"], saved["finish_reason"]) == (
             reply_id,
             stream.text,
@@ -330,6 +339,7 @@ async def test_the_websocket_streams_replies_and_keeps_the_socket_on_bad_input(
         assert final["data"]["model"] == "lyceum-dev"
         assert final["data"]["message"] == "".join(frame["data"]["delta"] for frame in deltas)
         assert final["data"]["id"] == deltas[0]["data"]["id"]
+        assert final["data"]["citations"] == []
         # The same socket goes on, in the conversation it started.
         conversation_id = final["data"]["conversation_id"]
         await socket.send(
@@ -439,6 +449,45 @@ async def test_prompts_are_versioned_and_replies_record_the_version_they_used(st
         assert [(row["name"], row["labels"]) for row in listed["data"]] == [
             (name, {"production": 2})
         ]
+
+
+async def test_use_documents_is_asked_on_the_users_behalf(stack: Stack) -> None:
+    """A user without documents: the search finds nothing and the reply says so, with no
+    citation. Until the documents service is registered, nothing answers at its address
+    and the message is refused (502, relayed by the gateway) rather than answered as if."""
+    async with stack.client() as client:
+        user = await chat_user(client)
+        document_id = str(uuid.uuid4())
+        created = await client.post(
+            "/api/v1/conversations",
+            json={"use_documents": True, "document_ids": [document_id]},
+            headers=user,
+        )
+        assert created.status_code == 201, created.text
+        conversation = created.json()
+        assert (conversation["use_documents"], conversation["document_ids"]) == (
+            True,
+            [document_id],
+        )
+        path = f"/api/v1/conversations/{conversation['id']}"
+        patched = await client.patch(path, json={"document_ids": None}, headers=user)
+        assert (patched.json()["use_documents"], patched.json()["document_ids"]) == (True, None)
+
+        asked = await client.post(
+            "/api/v1/chat",
+            json={"message": "What do my notes say about monads?", "use_documents": True},
+            headers=user,
+        )
+        assert asked.status_code == 201, asked.text
+        assert asked.json()["citations"] == []
+        assert "No passage of your documents matched" in asked.json()["message"]
+
+        # Said not to, a message in a conversation that uses them does not search.
+        plain = await client.post(
+            f"{path}/messages", json={"content": "Hello", "use_documents": False}, headers=user
+        )
+        assert plain.status_code == 201, plain.text
+        assert plain.json()["assistant_message"]["citations"] == []
 
 
 async def test_a_deleted_user_loses_their_conversations(stack: Stack) -> None:

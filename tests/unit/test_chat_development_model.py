@@ -1,11 +1,16 @@
 """The offline development model `lyceum-dev`: deterministic, streamed word by word, its
-answer made from the request, cut by `max_tokens`, with a usage report at the end."""
+answer made from the request (quoting and citing the passage of the user's documents that
+matches the question best, when it has sources), cut by `max_tokens`, with a usage report
+at the end."""
+
+import uuid
 
 import pytest
 
 from services.chat.providers.base import CompletionRequest, Piece
-from services.chat.providers.development import DevelopmentModel, compose_answer
+from services.chat.providers.development import DevelopmentModel, best_source, compose_answer
 from services.chat.settings import DEVELOPMENT_MODEL
+from services.chat.sources import Source, system_turn
 from services.chat.tokens import ChatTurn, count_prompt_tokens, count_tokens
 
 SYSTEM_PROMPT = "Answer like a Roman senator addressing the forum."
@@ -125,3 +130,86 @@ async def test_the_model_lists_itself() -> None:
     [info] = await model.models()
     assert info.id == DEVELOPMENT_MODEL
     assert info.context_window > 0
+
+
+# --- answering from the user's documents ---
+
+TABLES = Source(
+    uuid.UUID("00000000-0000-4000-8000-00000000000a"),
+    "Roman law",
+    3,
+    "The Twelve Tables were the foundation of Roman law, set down in 451 BC.",
+)
+DECLENSIONS = Source(
+    uuid.UUID("00000000-0000-4000-8000-00000000000b"),
+    "Latin grammar",
+    7,
+    "Latin nouns fall into five declensions, told apart by the genitive singular.",
+)
+NOTES = Source(uuid.UUID("00000000-0000-4000-8000-00000000000c"), "Notes", None, "Misc notes.")
+
+
+def with_sources(
+    question: str, sources: list[Source], prompt: str | None = None
+) -> CompletionRequest:
+    system = system_turn(prompt, sources)
+    turns: list[ChatTurn] = [system] if system is not None else []
+    return CompletionRequest(
+        model=DEVELOPMENT_MODEL, messages=[*turns, user(question)], sources=tuple(sources)
+    )
+
+
+def test_the_answer_quotes_the_passage_that_matches_the_question_and_cites_it() -> None:
+    answer = compose_answer(
+        with_sources("How many declensions do Latin nouns have?", [TABLES, DECLENSIONS, NOTES])
+    )
+    assert (
+        "Your documents say, in Latin grammar, page 7: “Latin nouns fall into five declensions, "
+        "told apart by the genitive singular.” [2]."
+    ) in answer
+    assert "Other sources found: [1] Roman law, page 3; [3] Notes." in answer
+    assert "Twelve Tables" not in answer
+    assert "How many declensions do Latin nouns have?" in answer
+    assert "The conversation had 0 earlier messages." in answer
+
+
+def test_of_passages_as_good_as_each_other_the_best_ranked_is_quoted() -> None:
+    question = "Tell me something"
+    assert best_source(question, [NOTES, TABLES]) == 0
+    answer = compose_answer(with_sources(question, [NOTES, TABLES]))
+    assert "in Notes: “Misc notes.” [1]." in answer
+
+
+def test_the_same_sources_give_the_same_answer() -> None:
+    request = with_sources("When were the Twelve Tables set down?", [DECLENSIONS, TABLES])
+    assert compose_answer(request) == compose_answer(request)
+    assert "“The Twelve Tables were the foundation of Roman law, set down in 451 BC.” [2]." in (
+        compose_answer(request)
+    )
+
+
+def test_the_system_prompt_is_quoted_without_the_sources() -> None:
+    answer = compose_answer(with_sources("Twelve Tables?", [TABLES], prompt=SYSTEM_PROMPT))
+    assert f"The system prompt says: “{SYSTEM_PROMPT}”." in answer
+    assert "[1]." in answer
+    alone = compose_answer(with_sources("Twelve Tables?", [TABLES]))
+    assert "system prompt" not in alone
+
+
+def test_a_search_that_found_nothing_is_said_and_nothing_is_cited() -> None:
+    answer = compose_answer(with_sources("Anything about aqueducts?", []))
+    assert "No passage of your documents matched your message" in answer
+    assert "[1]" not in answer
+    assert "system prompt" not in answer
+
+
+def test_without_sources_the_documents_are_not_mentioned() -> None:
+    assert "documents" not in compose_answer(request())
+
+
+async def test_an_answer_from_sources_streams_like_any_other() -> None:
+    request = with_sources("How many declensions?", [TABLES, DECLENSIONS])
+    pieces = await pieces_of(request)
+    assert "".join(piece.text for piece in pieces) == compose_answer(request)
+    assert pieces[-1].usage is not None
+    assert pieces[-1].usage.prompt_tokens == count_prompt_tokens(request.messages)

@@ -8,7 +8,6 @@ import time
 import tracemalloc
 import zipfile
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 import pytest
 from fpdf import FPDF
@@ -24,6 +23,15 @@ from services.documents.extraction import (
     extract,
     extract_with_timeout,
 )
+from tests.document_samples import (
+    MIB,
+    PACKAGE_RELATIONSHIPS,
+    W_NAMESPACE,
+    document_xml,
+    docx_bytes,
+    pdf_bytes,
+    write_zip_bomb,
+)
 
 BUDGET = Budget(
     max_seconds=30,
@@ -32,8 +40,6 @@ BUDGET = Budget(
     max_inflated_bytes=50 * 1024 * 1024,
     max_ratio=100,
 )
-W_NAMESPACE = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
-MIB = 1024 * 1024
 
 
 def budget(**changes: float) -> Budget:
@@ -46,57 +52,6 @@ def budget(**changes: float) -> Budget:
     }
     values.update(changes)
     return Budget(**values)  # type: ignore[arg-type]
-
-
-def pdf_bytes(pages: list[str]) -> bytes:
-    pdf = FPDF()
-    pdf.set_font("Helvetica", size=11)
-    for text in pages:
-        pdf.add_page()
-        pdf.multi_cell(w=0, text=text)
-    return bytes(pdf.output())
-
-
-def document_xml(paragraphs: list[str], *, prolog: str = "") -> str:
-    body = "".join(f"<w:p><w:r><w:t>{escape(text)}</w:t></w:r></w:p>" for text in paragraphs)
-    return (
-        f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>{prolog}'
-        f'<w:document xmlns:w="{W_NAMESPACE}"><w:body>{body}</w:body></w:document>'
-    )
-
-
-CONTENT_TYPES = (
-    '<?xml version="1.0" encoding="UTF-8"?>'
-    '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-    '<Default Extension="xml" ContentType="application/xml"/>'
-    '<Override PartName="/word/document.xml" ContentType="application/'
-    'vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>'
-)
-PACKAGE_RELATIONSHIPS = (
-    '<?xml version="1.0" encoding="UTF-8"?>'
-    '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
-    '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/'
-    'relationships/officeDocument" Target="{target}"/></Relationships>'
-)
-
-
-def docx_bytes(document: str, *, main_part: str = "word/document.xml") -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("[Content_Types].xml", CONTENT_TYPES)
-        archive.writestr("_rels/.rels", PACKAGE_RELATIONSHIPS.format(target=main_part))
-        archive.writestr(main_part, document)
-    return buffer.getvalue()
-
-
-def write_zip_bomb(path: Path, inflated_bytes: int) -> None:
-    """A DOCX whose document is `inflated_bytes` of zeros, written a MiB at a time."""
-    zeros = bytes(MIB)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("[Content_Types].xml", CONTENT_TYPES)
-        with archive.open("word/document.xml", "w") as member:
-            for _ in range(inflated_bytes // MIB):
-                member.write(zeros)
 
 
 # PDF

@@ -25,10 +25,11 @@ from gateway.metrics import method_label
 from gateway.openapi import MergedOpenApi, _rename_conflicting_schemas
 from gateway.proxy import HttpProxy
 from gateway.ratelimit import ClientAddress, Decision, Policy, RateLimits
-from gateway.routing import RoutePatterns, RouteTable, Upstream
+from gateway.routing import RouteTable, Upstream
 from gateway.settings import GatewaySettings
 from shared.errors import RateLimitExceeded
 from shared.revocation import MemoryRevocationStore
+from shared.routes import RoutePatterns
 from shared.security import CallableKeySource, Identity, TokenVerifier
 from shared.testing import free_port_block
 
@@ -45,17 +46,21 @@ def test_route_patterns_match_method_and_wildcards() -> None:
     assert not patterns.match("GET", "/api/v1/users/me")
 
 
-def test_route_table_longest_prefix_and_websocket_routes() -> None:
+def test_route_table_longest_prefix_websocket_and_upload_routes() -> None:
     table = RouteTable(
         {"/api/v1": "a", "/api/v1/users": "b"},
         {"a": "http://a", "b": "http://b/"},
         [],
         {"/ws": "chat"},
+        ["POST /api/v1/documents"],
     )
     assert table.resolve("/api/v1/users/me") == table.upstreams["b"]
     assert table.resolve("/api/v1/usersx") == table.upstreams["a"]
     assert table.resolve("/other") is None
     assert table.resolve_websocket("/ws") == ("chat", None)
+    assert table.is_upload("POST", "/api/v1/documents")
+    assert not table.is_upload("PUT", "/api/v1/documents")
+    assert not table.is_upload("POST", "/api/v1/documents/search")
 
 
 def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:

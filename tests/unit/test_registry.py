@@ -66,6 +66,7 @@ def test_the_gateway_defaults_are_the_registry() -> None:
     assert sorted(default("rate_limit_admin_routes")) == sorted(
         r for e in SERVICES for r in e.admin_routes
     )
+    assert sorted(default("upload_routes")) == sorted(r for e in SERVICES for r in e.upload_routes)
     # WebSocket routes only to services that exist (none declares one yet: no `/ws` to chat).
     websockets = default("websocket_routes")
     assert websockets == registry.gateway_websocket_routes()
@@ -101,6 +102,7 @@ def test_a_service_serves_its_api_under_its_prefixes_only(entry: Service, tmp_pa
         *entry.public_routes,
         *entry.auth_rate_limited_routes,
         *entry.admin_routes,
+        *entry.upload_routes,
     ]
     for route in routes:
         _, _, pattern = route.partition(" ")

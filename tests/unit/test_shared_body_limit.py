@@ -13,6 +13,7 @@ from shared.service import ServiceDefinition, create_service_app
 from shared.settings import ServiceSettings
 
 LIMIT = 1024
+UPLOAD_LIMIT = 8 * LIMIT
 
 
 class Calls:
@@ -33,7 +34,20 @@ def make_app(calls: Calls, limit: int = LIMIT) -> FastAPI:
         calls.count += 1
         return {"ok": "yes"}
 
-    definition = ServiceDefinition(name="limited", title="Limited", routers=[router])
+    @router.api_route("/uploads/{name}", methods=["POST", "PUT"])
+    async def upload(request: Request) -> dict[str, int]:
+        calls.count += 1
+        received = 0
+        async for chunk in request.stream():
+            received += len(chunk)
+        return {"bytes": received}
+
+    definition = ServiceDefinition(
+        name="limited",
+        title="Limited",
+        routers=[router],
+        body_limits=lambda settings: [("POST", "/uploads/*", UPLOAD_LIMIT)],
+    )
     return create_service_app(definition, ServiceSettings(max_body_bytes=limit))
 
 
@@ -43,11 +57,11 @@ async def post(app: FastAPI, path: str, **kwargs: Any) -> httpx.Response:
         return await client.post(path, **kwargs)
 
 
-def assert_too_large(response: httpx.Response) -> None:
+def assert_too_large(response: httpx.Response, limit: int = LIMIT) -> None:
     assert response.status_code == 413
     body = response.json()
     assert body["status"] == "error"
-    assert body["error"] == {"code": "PAYLOAD_TOO_LARGE", "message": f"Body exceeds {LIMIT} bytes"}
+    assert body["error"] == {"code": "PAYLOAD_TOO_LARGE", "message": f"Body exceeds {limit} bytes"}
     assert body["request_id"] == response.headers["x-request-id"]
 
 
@@ -67,13 +81,43 @@ async def test_a_declared_length_over_the_limit_is_refused_before_any_route_runs
     assert calls.count == 0
 
 
-async def test_a_streamed_body_is_counted_as_it_arrives() -> None:
-    async def chunks() -> AsyncIterator[bytes]:
-        for _ in range(8):
-            yield b"x" * 512
+async def chunks(total: int, size: int = 512) -> AsyncIterator[bytes]:
+    for _ in range(total // size):
+        yield b"x" * size
 
-    response = await post(make_app(Calls()), "/echo", content=chunks())
+
+async def test_a_streamed_body_is_counted_as_it_arrives() -> None:
+    response = await post(make_app(Calls()), "/echo", content=chunks(8 * 512))
     assert "content-length" not in response.request.headers
+    assert_too_large(response)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["declared", "streamed"])
+async def test_a_route_with_its_own_limit_takes_a_body_over_the_default_up_to_it(
+    streamed: bool,
+) -> None:
+    body = chunks(UPLOAD_LIMIT) if streamed else b"x" * UPLOAD_LIMIT
+    response = await post(make_app(Calls()), "/uploads/report.pdf", content=body)
+    assert response.json() == {"bytes": UPLOAD_LIMIT}
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["declared", "streamed"])
+async def test_a_route_with_its_own_limit_refuses_a_body_over_it(streamed: bool) -> None:
+    calls = Calls()
+    body = chunks(UPLOAD_LIMIT + 512) if streamed else b"x" * (UPLOAD_LIMIT + 1)
+    response = await post(make_app(calls), "/uploads/report.pdf", content=body)
+    assert_too_large(response, UPLOAD_LIMIT)
+    if not streamed:
+        assert calls.count == 0
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["declared", "streamed"])
+@pytest.mark.parametrize(("method", "path"), [("POST", "/echo"), ("PUT", "/uploads/report.pdf")])
+async def test_other_routes_keep_the_default_limit(method: str, path: str, streamed: bool) -> None:
+    body = chunks(2 * LIMIT) if streamed else b"x" * (2 * LIMIT)
+    transport = httpx.ASGITransport(app=make_app(Calls()), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.request(method, path, content=body)
     assert_too_large(response)
 
 
@@ -88,3 +132,4 @@ def test_services_default_to_1_mib_and_the_gateway_keeps_its_own_default(
     monkeypatch.delenv("MAX_BODY_BYTES", raising=False)
     assert ServiceSettings().max_body_bytes == 1024 * 1024
     assert GatewaySettings().max_body_bytes == 10 * 1024 * 1024
+    assert GatewaySettings().max_upload_bytes == 101 * 1024 * 1024

@@ -2,6 +2,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from services.chat.sources import Source
 from services.chat.tokens import ChatTurn
 
 
@@ -29,6 +30,9 @@ class CompletionRequest:
     messages: list[ChatTurn]
     temperature: float | None = None
     max_tokens: int | None = None
+    # The passages of the user's documents in the system message (`sources.system_turn`),
+    # in their numbers' order; None when the documents were not searched.
+    sources: tuple[Source, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,17 @@ network. It understands nothing: its answer is made from the request, the same a
 the same request, streamed word by word like a real model's."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from services.chat.providers.base import CompletionRequest, ModelInfo, Piece, Usage
 from services.chat.settings import DEVELOPMENT_MODEL
+from services.chat.sources import Source, prompt_of, significant_words
 from services.chat.tokens import count_prompt_tokens, count_tokens
 
 DESCRIPTION = (
     "Lyceum's offline development model: deterministic, streamed word by word, it echoes "
-    "the request and understands nothing. Set CHAT_PROVIDER_BASE_URL for a real model."
+    "the request (and quotes the passage of your documents that shares the most words with "
+    "it) and understands nothing. Set CHAT_PROVIDER_BASE_URL for a real model."
 )
 CONTEXT_WINDOW = 131072
 QUOTED_WORDS = 40
@@ -23,16 +25,43 @@ def _quote(text: str, words: int = QUOTED_WORDS) -> str:
     return quoted + (" …" if len(parts) > words else "")
 
 
+def best_source(question: str, sources: Sequence[Source]) -> int:
+    """The index of the passage holding the most of the question's significant words; of
+    equals, the best-ranked (the first)."""
+    wanted = set(significant_words(question))
+
+    def shared(index: int) -> int:
+        return len(wanted.intersection(significant_words(sources[index].passage)))
+
+    return max(range(len(sources)), key=lambda index: (shared(index), -index))
+
+
+def answer_from(question: str, sources: Sequence[Source]) -> str:
+    if not sources:
+        return "No passage of your documents matched your message, so there is nothing to cite."
+    best = best_source(question, sources)
+    source = sources[best]
+    answer = f"Your documents say, in {source.label}: “{_quote(source.passage)}” [{best + 1}]."
+    others = [f"[{n}] {s.label}" for n, s in enumerate(sources, 1) if n != best + 1]
+    if others:
+        answer += f" Other sources found: {'; '.join(others)}."
+    return answer
+
+
 def compose_answer(request: CompletionRequest) -> str:
     system = next((turn["content"] for turn in request.messages if turn["role"] == "system"), None)
+    if system is not None and request.sources is not None:
+        system = prompt_of(system, request.sources)
     question = request.messages[-1]["content"]
     earlier = sum(1 for turn in request.messages[:-1] if turn["role"] != "system")
     sentences = [
         f"This is {DEVELOPMENT_MODEL}, the offline development model: it does not understand "
         "you, it shows that chat works end to end.",
         f"You wrote: “{_quote(question)}”.",
-        f"The conversation had {earlier} earlier messages.",
     ]
+    if request.sources is not None:
+        sentences.append(answer_from(question, request.sources))
+    sentences.append(f"The conversation had {earlier} earlier messages.")
     if system is not None:
         sentences.append(f"The system prompt says: “{_quote(system, 12)}”.")
     sentences.append(

@@ -5,7 +5,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from sse_starlette import EventSourceResponse
 
-from services.chat.deps import ChatDep
+from services.chat.deps import AccessToken, ChatDep
 from services.chat.routes.messages import SSE_ANSWER
 from services.chat.routes.streaming import stream_started_reply, wants_stream
 from services.chat.schemas import ChatRequest, ChatResponse, HistoryPage, UsagePeriod
@@ -26,18 +26,27 @@ router = APIRouter(prefix="/api/v1/chat", tags=["chat"])
 async def chat(
     body: ChatRequest,
     identity: CurrentIdentity,
+    token: AccessToken,
     chat: ChatDep,
     request: Request,
     response: Response,
 ) -> dict[str, Any] | EventSourceResponse:
     """Sends a message and answers with the reply; without `conversation_id` a new
-    conversation starts."""
+    conversation starts. With `use_documents` the reply is given the passages of the
+    user's documents that best match the message, and cites them."""
     started = await replies.reply_to_new_message(
         chat,
         identity.user_id,
         body.conversation_id,
         body.message,
-        replies.ReplyOptions(body.model, body.temperature, body.max_tokens),
+        replies.ReplyOptions(
+            body.model,
+            body.temperature,
+            body.max_tokens,
+            body.use_documents,
+            body.document_ids,
+        ),
+        token=token,
     )
     if wants_stream(request, body.stream):
         return await stream_started_reply(chat, started.running)

@@ -4,7 +4,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from sse_starlette import EventSourceResponse
 
-from services.chat.deps import ChatDep
+from services.chat.deps import AccessToken, ChatDep
 from services.chat.openapi import sse_answer
 from services.chat.routes.streaming import exchange_or_stream, wants_stream
 from services.chat.schemas import (
@@ -58,6 +58,8 @@ async def create_conversation(
         title=body.title,
         model=body.model,
         prompt=body.prompt,
+        use_documents=body.use_documents,
+        document_ids=body.document_ids,
     )
     response.headers["Location"] = f"/api/v1/conversations/{conversation.id}"
     return (await conversations.views(session, [conversation]))[0]
@@ -133,16 +135,25 @@ async def post_message(
     conversation_id: uuid.UUID,
     body: MessageCreate,
     identity: CurrentIdentity,
+    token: AccessToken,
     chat: ChatDep,
     request: Request,
     response: Response,
 ) -> dict[str, Any] | EventSourceResponse:
-    """Adds the user's message and generates the reply."""
+    """Adds the user's message and generates the reply; with `use_documents`, from the
+    passages of the user's documents that best match the message, which the reply cites."""
     started = await replies.reply_to_new_message(
         chat,
         identity.user_id,
         conversation_id,
         body.content,
-        replies.ReplyOptions(body.model, body.temperature, body.max_tokens),
+        replies.ReplyOptions(
+            body.model,
+            body.temperature,
+            body.max_tokens,
+            body.use_documents,
+            body.document_ids,
+        ),
+        token=token,
     )
     return await exchange_or_stream(chat, started, wants_stream(request, body.stream), response)

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import ConfigDict
 from sse_starlette import EventSourceResponse
 
-from services.chat.deps import ChatDep
+from services.chat.deps import AccessToken, ChatDep
 from services.chat.openapi import sse_answer
 from services.chat.routes.streaming import (
     exchange_or_stream,
@@ -65,19 +65,28 @@ async def delete_message(
 async def regenerate(
     message_id: uuid.UUID,
     identity: CurrentIdentity,
+    token: AccessToken,
     chat: ChatDep,
     request: Request,
     response: Response,
     body: RegenerateOptions | None = None,
 ) -> dict[str, Any] | EventSourceResponse:
     """A new reply to the same message, kept beside the old one; the conversation's
-    current branch moves to it."""
+    current branch moves to it. It is given the user's documents as the message was,
+    unless `use_documents` or `document_ids` say otherwise."""
     options = body or RegenerateOptions()
     started = await replies.regenerate(
         chat,
         identity.user_id,
         message_id,
-        replies.ReplyOptions(options.model, options.temperature, options.max_tokens),
+        replies.ReplyOptions(
+            options.model,
+            options.temperature,
+            options.max_tokens,
+            options.use_documents,
+            options.document_ids,
+        ),
+        token=token,
     )
     return await exchange_or_stream(chat, started, wants_stream(request, options.stream), response)
 

@@ -1,14 +1,16 @@
 """The chat WebSocket at `/ws`: the same events as the SSE streams, as JSON frames.
 
 In: `{"type": "chat", "data": {"message", "model"?, "conversation_id"?, "temperature"?,
-"max_tokens"?}}`, `{"type": "stop", "data": {"id"?}}`, `{"type": "ping"}`.
+"max_tokens"?, "use_documents"?, "document_ids"?}}`, `{"type": "stop", "data": {"id"?}}`,
+`{"type": "ping"}`.
 Out: `{"type": "chat_delta", "data": {"id", "delta"}}`…, then `{"type": "chat_response",
 "data": {...}}`; `{"type": "error", "data": {"code", "message"}}` (the socket stays open);
 `{"type": "pong"}`.
 
 The token comes as `Authorization: Bearer` (from the gateway), `?token=` (or
 `?access_token=`), or the subprotocols `bearer, <token>` so that it stays out of URLs; it is
-verified at the handshake and again before each reply (revoked or expired: 4401 close)."""
+verified at the handshake and again before each reply (revoked or expired: 4401 close), and
+it is the token the documents service is asked with for `use_documents`."""
 
 import asyncio
 import contextlib
@@ -21,9 +23,16 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from services.chat.deps import ChatCollaborators
 from services.chat.routes.streaming import follow
-from services.chat.schemas import MaxTokens, MessageText, ModelId, Temperature
+from services.chat.schemas import (
+    DocumentIds,
+    MaxTokens,
+    MessageText,
+    ModelId,
+    Temperature,
+)
 from services.chat.service import replies
 from shared.errors import ApiError, AuthenticationRequired, ValidationFailed, error_response
+from shared.fields import Boolean
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -42,6 +51,8 @@ class ChatFrame(BaseModel):
     conversation_id: uuid.UUID | None = None
     temperature: Temperature | None = None
     max_tokens: MaxTokens | None = None
+    use_documents: Boolean | None = None
+    document_ids: DocumentIds | None = None
 
 
 def _token_and_protocol(websocket: WebSocket) -> tuple[str, str | None]:
@@ -131,7 +142,14 @@ class ChatSocket:
                 identity.user_id,
                 request.conversation_id,
                 request.message,
-                replies.ReplyOptions(request.model, request.temperature, request.max_tokens),
+                replies.ReplyOptions(
+                    request.model,
+                    request.temperature,
+                    request.max_tokens,
+                    request.use_documents,
+                    request.document_ids,
+                ),
+                token=self.token,
             )
         except ValidationError as exc:
             issues = [

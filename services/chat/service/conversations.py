@@ -48,9 +48,18 @@ async def create_conversation(
     title: str | None,
     model: str | None,
     prompt: str | None,
+    use_documents: bool = False,
+    document_ids: list[uuid.UUID] | None = None,
 ) -> Conversation:
     conversation = await new_conversation(
-        session, catalogue, user_id, title=title, model=model, prompt=prompt
+        session,
+        catalogue,
+        user_id,
+        title=title,
+        model=model,
+        prompt=prompt,
+        use_documents=use_documents,
+        document_ids=document_ids,
     )
     add_conversation(session, conversation)
     await session.flush()
@@ -65,6 +74,8 @@ async def new_conversation(
     title: str | None,
     model: str | None,
     prompt: str | None,
+    use_documents: bool = False,
+    document_ids: list[uuid.UUID] | None = None,
 ) -> Conversation:
     """A checked conversation, not yet added to the session."""
     resolved = await catalogue.resolve(model)
@@ -78,10 +89,21 @@ async def new_conversation(
         title_is_automatic=title is None,
         model=resolved.id,
         prompt=prompt,
+        use_documents=use_documents,
+        document_ids=stored_ids(document_ids),
         last_activity_at=now,
         created_at=now,
         updated_at=now,
     )
+
+
+def stored_ids(document_ids: list[uuid.UUID] | None) -> list[str] | None:
+    """Document ids as their JSON column holds them."""
+    return [str(document_id) for document_id in document_ids] if document_ids else None
+
+
+def document_ids_of(stored: list[str] | None) -> list[uuid.UUID] | None:
+    return [uuid.UUID(document_id) for document_id in stored] if stored else None
 
 
 def add_conversation(session: AsyncSession, conversation: Conversation) -> None:
@@ -112,6 +134,8 @@ async def update_conversation(
         values["model"] = (await catalogue.resolve(values["model"])).id
     if values.get("prompt") is not None:
         await prompts.require_prompt(session, values["prompt"])
+    if "document_ids" in values:
+        values["document_ids"] = stored_ids(values["document_ids"])
     changed = assign_changed(conversation, values)
     if "title" in changed:
         conversation.title_is_automatic = False
@@ -160,7 +184,7 @@ async def views(session: AsyncSession, conversations: list[Conversation]) -> lis
             .where(Message.conversation_id.in_(ids))
             .group_by(Message.conversation_id)
         )
-        totals = {row[0]: (row[1], row[2], row[3]) for row in rows.tuples()}
+        totals = {row[0]: (row[1], row[2], row[3]) for row in rows}
     result = []
     for conversation in conversations:
         count, prompt_tokens, completion_tokens = totals.get(conversation.id, (0, 0, 0))
@@ -170,6 +194,8 @@ async def views(session: AsyncSession, conversations: list[Conversation]) -> lis
                 "title": conversation.title,
                 "model": conversation.model,
                 "prompt": conversation.prompt,
+                "use_documents": conversation.use_documents,
+                "document_ids": document_ids_of(conversation.document_ids),
                 "message_count": count,
                 "usage": usage_of(int(prompt_tokens), int(completion_tokens)),
                 "current_message_id": conversation.current_message_id,

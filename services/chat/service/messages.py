@@ -118,6 +118,7 @@ async def history(
             "message": asked,
             "response": reply.content,
             "model": reply.model,
+            "citations": reply.citations or [],
             "created_at": reply.created_at,
         }
         for reply, asked in rows.tuples()

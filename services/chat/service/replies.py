@@ -18,8 +18,9 @@ from services.chat.providers.base import CompletionRequest
 from services.chat.service import conversations, prompts, usage
 from services.chat.service.messages import branch, get_owned_message
 from services.chat.service.views import chat_response_view
+from services.chat.sources import Source, citation, fit_with_sources
 from services.chat.streams import ERROR, RESPONSE, StreamEvent, StreamGone
-from services.chat.tokens import ChatTurn, ContextTooSmall, fit_to_context
+from services.chat.tokens import ChatTurn, ContextTooSmall
 from shared.db import utcnow
 from shared.errors import ApiError, Conflict, ProviderError, ValidationFailed
 
@@ -34,6 +35,9 @@ class ReplyOptions:
     model: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
+    # None: as the question was asked (a new one: as its conversation says).
+    use_documents: bool | None = None
+    document_ids: list[uuid.UUID] | None = None
 
 
 @dataclass(frozen=True)
@@ -53,15 +57,24 @@ class Question:
     new_message: bool = False
 
 
+@dataclass(frozen=True)
+class DocumentSearch:
+    """The user's documents a reply is given passages of (all of them when no ids)."""
+
+    document_ids: list[uuid.UUID] | None
+
+
 async def reply_to_new_message(
     collaborators: ChatCollaborators,
     user_id: uuid.UUID,
     conversation_id: uuid.UUID | None,
     content: str,
     options: ReplyOptions,
+    *,
+    token: str,
 ) -> StartedReply:
     """The user says something (in a conversation, or in a new one when none is named) and
-    a reply starts."""
+    a reply starts. `token` is the user's access token, for the documents service."""
 
     async def the_question(session: AsyncSession) -> Question:
         if conversation_id is None:
@@ -75,6 +88,12 @@ async def reply_to_new_message(
             )
         else:
             conversation = await conversations.get_owned(session, user_id, conversation_id)
+        use_documents = options.use_documents
+        if use_documents is None:
+            use_documents = conversation.use_documents
+        document_ids = options.document_ids
+        if document_ids is None:
+            document_ids = conversations.document_ids_of(conversation.document_ids)
         now = utcnow()
         message = Message(
             id=uuid.uuid4(),
@@ -85,12 +104,14 @@ async def reply_to_new_message(
             content=content,
             model=options.model or conversation.model,
             status="completed",
+            use_documents=use_documents,
+            document_ids=conversations.stored_ids(document_ids),
             created_at=now,
             updated_at=now,
         )
         return Question(conversation, message, conversation_id is None, new_message=True)
 
-    return await _start(collaborators, user_id, the_question, options)
+    return await _start(collaborators, user_id, token, the_question, options)
 
 
 async def regenerate(
@@ -98,9 +119,12 @@ async def regenerate(
     user_id: uuid.UUID,
     message_id: uuid.UUID,
     options: ReplyOptions,
+    *,
+    token: str,
 ) -> StartedReply:
     """A new reply to the same message: a sibling of the reply named (both are kept), or a
-    first reply to the user message named; the conversation moves to the new branch."""
+    first reply to the user message named; the conversation moves to the new branch. It is
+    given the user's documents as the message was, unless `options` say otherwise."""
 
     async def the_question(session: AsyncSession) -> Question:
         target = await get_owned_message(session, user_id, message_id)
@@ -115,27 +139,37 @@ async def regenerate(
         conversation = await conversations.get_owned(session, user_id, message.conversation_id)
         return Question(conversation, message)
 
-    return await _start(collaborators, user_id, the_question, options)
+    return await _start(collaborators, user_id, token, the_question, options)
 
 
 async def _start(
     collaborators: ChatCollaborators,
     user_id: uuid.UUID,
+    token: str,
     the_question: Callable[[AsyncSession], Awaitable[Question]],
     options: ReplyOptions,
 ) -> StartedReply:
     """Everything that can refuse a reply is checked first (slot, quota, conversation,
-    model, context). Then the provider is asked at once, and the question and the reply's
-    row are written while the first token is on its way: the reply saves its end only
-    once they are committed, and stops with an error (saving nothing) if they cannot be."""
+    the user's documents when asked, model, context). Then the provider is asked at once,
+    and the question and the reply's row are written while the first token is on its way:
+    the reply saves its end only once they are committed, and stops with an error (saving
+    nothing) if they cannot be."""
     slot = await collaborators.slots.acquire(user_id)
     try:
         async with collaborators.database.unit_of_work() as session:
             await usage.check_quota(session, user_id, collaborators.settings.chat_daily_token_limit)
             question = await the_question(session)
-            plan, reply = await _plan(
-                collaborators, session, question.conversation, question.message, options
+            search = _document_search(question.message, options)
+            if search is None:
+                planned = await _plan(collaborators, session, question, options, None)
+        if search is not None:
+            # Outside any transaction: the documents service may take its time.
+            sources = await collaborators.documents.search(
+                token, question.message.content, search.document_ids
             )
+            async with collaborators.database.unit_of_work() as session:
+                planned = await _plan(collaborators, session, question, options, sources)
+        plan, reply = planned
     except BaseException:
         await collaborators.slots.release(user_id, slot)
         raise
@@ -166,15 +200,31 @@ async def _write_start(
         await session.flush()
 
 
+def _document_search(question: Message, options: ReplyOptions) -> DocumentSearch | None:
+    """Whether the reply is given passages of the user's documents, and of which: as the
+    options say, else as the question was asked."""
+    use_documents = options.use_documents
+    if use_documents is None:
+        use_documents = question.use_documents
+    if not use_documents:
+        return None
+    document_ids = options.document_ids
+    if document_ids is None:
+        document_ids = conversations.document_ids_of(question.document_ids)
+    return DocumentSearch(document_ids)
+
+
 async def _plan(
     collaborators: ChatCollaborators,
     session: AsyncSession,
-    conversation: Conversation,
-    question: Message,
+    asked: Question,
     options: ReplyOptions,
+    sources: list[Source] | None,
 ) -> tuple[ReplyPlan, Message]:
-    """The provider request (the prompt, the history that fits, the question) and the
-    reply's row, not yet added."""
+    """The provider request (the prompt and the sources, the history that fits, the
+    question) and the reply's row, not yet added. `sources` is None when the user's
+    documents were not searched."""
+    conversation, question = asked.conversation, asked.message
     model = await collaborators.catalogue.resolve(options.model or conversation.model)
     earlier = await branch(session, conversation.id, question.parent_id)
     history: list[ChatTurn] = [
@@ -183,12 +233,12 @@ async def _plan(
         if row.role == "user" or row.status in ("completed", "stopped")
     ]
     prompt = await prompts.resolve(session, conversation.prompt) if conversation.prompt else None
-    system: ChatTurn | None = {"role": "system", "content": prompt.content} if prompt else None
     # Room kept for the answer when the history is cut; the provider judges max_tokens.
     reserve = min(options.max_tokens or DEFAULT_ANSWER_RESERVE, model.context_window // 4)
     try:
-        turns = fit_to_context(
-            system,
+        turns, sources = fit_with_sources(
+            prompt.content if prompt else None,
+            sources,
             history,
             {"role": "user", "content": question.content},
             model.context_window - reserve,
@@ -212,6 +262,7 @@ async def _plan(
         max_tokens=options.max_tokens,
         prompt_name=prompt.name if prompt else None,
         prompt_version=prompt.version if prompt else None,
+        citations=[citation(source) for source in sources] if sources is not None else None,
         created_at=created_at,
         updated_at=created_at,
     )
@@ -220,6 +271,7 @@ async def _plan(
         messages=turns,
         temperature=options.temperature,
         max_tokens=options.max_tokens,
+        sources=tuple(sources) if sources is not None else None,
     )
     plan = ReplyPlan(reply.id, conversation.id, conversation.user_id, request, created_at)
     return plan, reply

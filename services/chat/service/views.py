@@ -27,6 +27,7 @@ def message_view(message: Message) -> dict[str, Any]:
         "usage": usage,
         "finish_reason": message.finish_reason,
         "prompt": prompt_of(message),
+        "citations": message.citations or [],
         "created_at": message.created_at,
         "updated_at": message.updated_at,
     }
@@ -42,4 +43,5 @@ def chat_response_view(reply: Message) -> dict[str, Any]:
         "created_at": reply.created_at,
         "finish_reason": reply.finish_reason,
         "prompt": prompt_of(reply),
+        "citations": reply.citations or [],
     }
