@@ -100,6 +100,10 @@ class Stacks:
             "WEBHOOK_ATTEMPT_TIMEOUT_SECONDS": "2",
             "WEBHOOK_DISABLE_AFTER_SECONDS": "4",
             "WEBHOOK_POLL_SECONDS": "0.2",
+            # Files of at most 2 MiB, and 3 MiB for each test's user: both limits are
+            # reached in a few small uploads.
+            "DOCUMENTS_MAX_BYTES": str(2 * 1024 * 1024),
+            "DOCUMENTS_USER_QUOTA_BYTES": str(3 * 1024 * 1024),
             # The offline model streams word by word; quick enough for many replies.
             "CHAT_DEV_WORD_DELAY_SECONDS": "0.002",
         }

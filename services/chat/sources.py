@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.chat.tokens import ChatTurn, ContextTooSmall, fit_to_context
+from shared.stopwords import ENGLISH_STOPWORDS
 
 # The documents service parses web-search syntax, where plain words are all required: a
 # question searched as it is would rarely match. Its significant words OR-ed together
@@ -16,18 +17,7 @@ from services.chat.tokens import ChatTurn, ContextTooSmall, fit_to_context
 MAX_QUERY_WORDS = 24
 _WORD = re.compile(r"\w+")
 _MARK = re.compile(r"</?mark>")
-# PostgreSQL's `english` stop list, which the documents service drops too.
-_STOP_LIST = """
-    i me my myself we our ours ourselves you your yours yourself yourselves he him his
-    himself she her hers herself it its itself they them their theirs themselves what which
-    who whom this that these those am is are was were be been being have has had having do
-    does did doing a an the and but if or because as until while of at by for with about
-    against between into through during before after above below to from up down in out on
-    off over under again further then once here there when where why how all any both each
-    few more most other some such no nor not only own same so than too very s t can will
-    just don should now
-"""
-STOPWORDS = frozenset(_STOP_LIST.split())
+STOPWORDS = ENGLISH_STOPWORDS
 
 SOURCES_INTRO = "Sources from the user's own documents, found for this message:"
 SOURCES_INSTRUCTION = (

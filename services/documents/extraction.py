@@ -138,10 +138,24 @@ def extract(data_path: Path | bytes, mime_type: str, budget: Budget) -> Extracte
             raise ExtractionFailed("the HTML could not be read") from exc
         return _single_page(parser.text(), budget, cut=cut)
     if mime_type in (TEXT, MARKDOWN, CSV, JSON):
-        # UTF-8 has at most 4 bytes a character: this is enough for `max_chars`.
-        text, cut = _read_text(data_path, budget.max_chars * 4 + 4)
+        text, cut = _read_text(data_path, _text_bytes(budget))
         return _single_page(text, budget, cut=cut)
     raise ExtractionFailed(f"no text can be extracted from {mime_type}")
+
+
+def _text_bytes(budget: Budget) -> int:
+    # UTF-8 has at most 4 bytes a character: this is enough for `max_chars`.
+    return budget.max_chars * 4 + 4
+
+
+def bytes_needed(mime_type: str, budget: Budget) -> int | None:
+    """How much of the start of a file `extract` reads (None: all of it), so that a caller
+    copying the file out of storage can stop there; one byte more tells it was cut."""
+    if mime_type == HTML:
+        return budget.max_inflated_bytes + 1
+    if mime_type in (TEXT, MARKDOWN, CSV, JSON):
+        return _text_bytes(budget) + 1
+    return None
 
 
 class _Deadline:

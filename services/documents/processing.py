@@ -22,6 +22,7 @@ from services.documents.extraction import (
     Budget,
     Extracted,
     ExtractionFailed,
+    bytes_needed,
     chunk,
     extract_with_timeout,
 )
@@ -117,7 +118,7 @@ class DocumentProcessor:
     async def _extract(self, key: str, mime_type: str) -> Extracted:
         with tempfile.TemporaryDirectory(prefix="lyceum-document-") as directory:
             path = Path(directory) / "file"
-            await self._copy_out(key, path)
+            await self._copy_out(key, path, bytes_needed(mime_type, self._budget))
             return await asyncio.to_thread(
                 extract_with_timeout,
                 path,
@@ -126,8 +127,8 @@ class DocumentProcessor:
                 memory_limit_bytes=EXTRACTION_MEMORY_BYTES,
             )
 
-    async def _copy_out(self, key: str, path: Path) -> None:
-        body = await self._store.open(key)
+    async def _copy_out(self, key: str, path: Path, limit: int | None) -> None:
+        body = await self._store.open(key, 0, None if limit is None else limit - 1)
         try:
             with path.open("wb") as file:
                 async for piece in body:

@@ -22,6 +22,7 @@ from sqlalchemy.sql.elements import ColumnClause
 
 from services.documents.models import READY, Chunk, Document
 from shared.db import is_sqlite
+from shared.stopwords import ENGLISH_STOPWORDS
 
 # Longer queries are cut: nobody types more, and the cost grows with the terms.
 MAX_QUERY_CHARS = 1000
@@ -30,19 +31,7 @@ MARK_START = "<mark>"
 MARK_END = "</mark>"
 SNIPPET_TOKENS = 16
 
-# PostgreSQL's `english` stop list (Snowball), so that SQLite, which has none, drops the
-# same words and an all-stopword query finds nothing on both.
-_STOP_LIST = """
-    i me my myself we our ours ourselves you your yours yourself yourselves he him his
-    himself she her hers herself it its itself they them their theirs themselves what which
-    who whom this that these those am is are was were be been being have has had having do
-    does did doing a an the and but if or because as until while of at by for with about
-    against between into through during before after above below to from up down in out on
-    off over under again further then once here there when where why how all any both each
-    few more most other some such no nor not only own same so than too very s t can will
-    just don should now
-"""
-STOPWORDS = frozenset(_STOP_LIST.split())
+STOPWORDS = ENGLISH_STOPWORDS
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # A quoted phrase (closing quote optional at the end), or a run of non-space characters

@@ -121,7 +121,7 @@ async def test_nothing_found_is_no_source(stub: DocumentsStub) -> None:
         (200, b'[{"title": "no id", "snippet": "x"}]'),
     ],
 )
-async def test_a_failed_search_is_502_service_unavailable(
+async def test_a_failed_search_is_502_documents_unavailable(
     stub: DocumentsStub, status: int, body: bytes | None
 ) -> None:
     stub.status, stub.body = status, body

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import pytest
 from alembic import command
 from sqlalchemy import delete, func, inspect, select, text, update
@@ -17,7 +16,7 @@ from services.documents.models import FAILED, PROCESSING, READY, Chunk, Document
 from services.documents.search import Hit, fts5_match, search
 from shared.db import Database
 from shared.migrations import alembic_config, upgrade_to_head_async
-from tests.conftest import POSTGRES, require_dependencies
+from tests.databases import scratch_database_url
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "documents" / "migrations"
 
@@ -80,18 +79,8 @@ class Corpus:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'documents.db'}"
-        return
-    require_dependencies("PostgreSQL")
-    name = f"test_documents_search_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(host=POSTGRES[0], port=POSTGRES[1], user="postgres")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield f"postgresql+asyncpg://postgres@{POSTGRES[0]}:{POSTGRES[1]}/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with scratch_database_url(request.param, tmp_path, "documents_search") as url:
+        yield url
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Documents through the gateway, in both modes (local files in the embedded stack, an S3
 bucket on a real S3 API server in the full stack): what a new user does with their files."""
 
+import asyncio
 import hashlib
 import uuid
 from typing import Any
@@ -86,7 +87,8 @@ async def test_pdf_docx_and_markdown_become_ready_and_a_phrase_is_found_on_its_p
 ) -> None:
     async with stack.client() as client:
         user = await new_user(client)
-        pdf = await uploaded(client, user, "libraries.pdf", pdf_bytes(PDF_PAGES))
+        pdf_content = pdf_bytes(PDF_PAGES)
+        pdf = await uploaded(client, user, "libraries.pdf", pdf_content)
         docx = await uploaded(client, user, "minutes.docx", DOCX)
         markdown = await uploaded(client, user, "notes.md", MARKDOWN)
         assert set(pdf) >= DOCUMENT_FIELDS
@@ -95,7 +97,7 @@ async def test_pdf_docx_and_markdown_become_ready_and_a_phrase_is_found_on_its_p
         assert docx["mime_type"].endswith("wordprocessingml.document")
         assert markdown["mime_type"] == "text/markdown"
         assert pdf["url"] == f"/api/v1/documents/{pdf['id']}/content"
-        assert pdf["sha256"] == hashlib.sha256(pdf_bytes(PDF_PAGES)).hexdigest()
+        assert pdf["sha256"] == hashlib.sha256(pdf_content).hexdigest()
         for document in (pdf, docx, markdown):
             finished = await processed(client, user, document["id"])
             assert finished["status"] == "ready", finished
@@ -161,25 +163,54 @@ async def test_refused_types_are_415_and_leave_nothing(stack: Stack) -> None:
 
 
 async def test_a_file_over_the_limit_is_413_and_leaves_no_row(stack: Stack) -> None:
-    """The stacks keep the default limit (100 MiB); the gateway refuses a declared body
-    over it at once, and the service counts a streamed one."""
+    """The stacks set DOCUMENTS_MAX_BYTES to 2 MiB. A declared body and a streamed one
+    (chunked, its size unknown until it ends) are both cut off at the limit."""
+    mib = 1024 * 1024
     async with stack.client() as client:
         user = await new_user(client)
+        declared = await upload(client, user, "big.txt", b"a" * (2 * mib + 1))
+        assert_envelope(declared, 413, "PAYLOAD_TOO_LARGE")
 
         async def endless() -> Any:
-            chunk = b"a" * (1024 * 1024)
             yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.txt"\r\n\r\n'
-            for _ in range(120):
-                yield chunk
+            for _ in range(50):
+                yield b"a" * mib
 
-        response = await client.post(
+        streamed = await client.post(
             "/api/v1/documents",
             content=endless(),
             headers={**user, "Content-Type": "multipart/form-data; boundary=b"},
         )
-        assert_envelope(response, 413, "PAYLOAD_TOO_LARGE")
+        assert_envelope(streamed, 413, "PAYLOAD_TOO_LARGE")
         listing = await client.get("/api/v1/documents", headers=user)
         assert listing.json()["pagination"]["total"] == 0
+        at_the_limit = await upload(client, user, "fits.txt", b"a" * (2 * mib))
+        assert at_the_limit.status_code == 201, at_the_limit.text
+
+
+async def test_the_storage_quota_holds_for_uploads_side_by_side(stack: Stack) -> None:
+    """The stacks give each user 3 MiB: of four 1 MiB uploads sent at once, three fit."""
+    mib = 1024 * 1024
+    async with stack.client() as client:
+        user = await new_user(client)
+        responses = await asyncio.gather(
+            *(
+                upload(client, user, f"part-{n}.txt", b"words " * (mib // 6) + b"x" * (mib % 6))
+                for n in range(4)
+            )
+        )
+        statuses = sorted(response.status_code for response in responses)
+        assert statuses == [201, 201, 201, 413], [r.text for r in responses]
+        (refused,) = [response for response in responses if response.status_code == 413]
+        assert_envelope(refused, 413, "STORAGE_QUOTA_EXCEEDED")
+        listing = await client.get("/api/v1/documents", headers=user)
+        assert listing.json()["pagination"]["total"] == 3
+
+        kept = next(response.json() for response in responses if response.status_code == 201)
+        deleted = await client.delete(f"/api/v1/documents/{kept['id']}", headers=user)
+        assert deleted.status_code == 204
+        again = await upload(client, user, "again.txt", b"words " * (mib // 6))
+        assert again.status_code == 201, again.text
 
 
 async def test_a_docx_zip_bomb_fails_and_the_service_keeps_answering(stack: Stack) -> None:

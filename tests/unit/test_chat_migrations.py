@@ -7,7 +7,6 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -19,7 +18,7 @@ from services.chat.models import Base, Conversation, Message
 from shared.db import Database, UTCDateTime, utcnow
 from shared.migrations import alembic_config
 from shared.registry import CHAT
-from tests.conftest import POSTGRES, require_dependencies
+from tests.databases import scratch_database_url
 
 BEFORE = "0001"
 CITATIONS = "0002"
@@ -55,18 +54,8 @@ OLD_MESSAGES = table(
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}"
-        return
-    require_dependencies("PostgreSQL")
-    name = f"lyceum_test_chat_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(host=POSTGRES[0], port=POSTGRES[1], user="postgres")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield f"postgresql+asyncpg://postgres@{POSTGRES[0]}:{POSTGRES[1]}/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with scratch_database_url(request.param, tmp_path, "chat") as url:
+        yield url
 
 
 async def migrate(url: str, revision: str, *, down: bool = False) -> None:

@@ -19,6 +19,7 @@ from services.documents.extraction import (
     Extracted,
     ExtractionFailed,
     Page,
+    bytes_needed,
     chunk,
     extract,
     extract_with_timeout,
@@ -281,6 +282,21 @@ def test_plain_text_over_max_chars_is_truncated(tmp_path: Path) -> None:
     extracted = extract(path, TEXT, budget(max_chars=100))
     assert extracted.truncated
     assert extracted.pages[0].text == "é" * 100
+
+
+@pytest.mark.parametrize("mime_type", [TEXT, MARKDOWN, CSV, JSON, HTML])
+def test_the_bytes_needed_give_the_same_text_as_the_whole_file(mime_type: str) -> None:
+    content = ("<p>é and words</p>\n" * 2_000).encode()
+    small = budget(max_chars=500, max_inflated_bytes=4096)
+    needed = bytes_needed(mime_type, small)
+    assert needed is not None
+    assert needed < len(content)
+    assert extract(content[:needed], mime_type, small) == extract(content, mime_type, small)
+
+
+def test_binary_formats_need_the_whole_file() -> None:
+    assert bytes_needed(PDF, BUDGET) is None
+    assert bytes_needed(DOCX, BUDGET) is None
 
 
 def test_an_unknown_type_fails() -> None:

@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 from services.documents.content_types import ALLOWED
 from services.documents.deps import DocumentsDep
 from services.documents.models import Document
-from services.documents.routes.uploads import UPLOAD_ERRORS, multipart_body
+from services.documents.routes.uploads import UPLOAD_ERRORS, multipart_body, upload_from
 from services.documents.schemas import (
     DocumentResponse,
     DocumentSort,
@@ -53,13 +53,7 @@ async def upload_document(
     session: SessionDep,
     collaborators: DocumentsDep,
 ) -> Document:
-    document = await documents.upload(
-        session,
-        collaborators,
-        identity,
-        request.stream(),
-        request.headers.get("content-type", ""),
-    )
+    document = await upload_from(request, session, collaborators, identity)
     response.headers["Location"] = f"/api/v1/documents/{document.id}"
     return document
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from services.documents.deps import DocumentsDep
 from services.documents.models import Document
-from services.documents.routes.uploads import UPLOAD_ERRORS, multipart_body
+from services.documents.routes.uploads import UPLOAD_ERRORS, multipart_body, upload_from
 from services.documents.schemas import FileDeleted, FileList, FileResponse
 from services.documents.service import documents
 from shared.deps import CurrentIdentity, SessionDep
@@ -31,13 +31,7 @@ async def upload_file(
     collaborators: DocumentsDep,
 ) -> Document:
     """Multipart form with `file`; the same checks and processing as `POST /documents`."""
-    document = await documents.upload(
-        session,
-        collaborators,
-        identity,
-        request.stream(),
-        request.headers.get("content-type", ""),
-    )
+    document = await upload_from(request, session, collaborators, identity)
     response.headers["Location"] = f"/api/v1/files/{document.id}"
     return document
 

@@ -1,9 +1,26 @@
-"""The request body of an upload, as the OpenAPI document describes it. The body is read
-as a stream (`Request.stream()`), never spooled by the framework, so it is declared here."""
+"""What the two upload routes share: the body read as a stream (`Request.stream()`), never
+spooled by the framework, and so declared here for the OpenAPI document."""
 
 from typing import Any
 
+from fastapi import Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.documents.deps import DocumentsCollaborators
+from services.documents.models import Document
+from services.documents.service import documents
 from shared.openapi import error_responses
+from shared.security import Identity
+
+
+async def upload_from(
+    request: Request,
+    session: AsyncSession,
+    collaborators: DocumentsCollaborators,
+    identity: Identity,
+) -> Document:
+    content_type = request.headers.get("content-type", "")
+    return await documents.upload(session, collaborators, identity, request.stream(), content_type)
 
 
 def multipart_body(*, with_title: bool) -> dict[str, Any]:

@@ -19,8 +19,9 @@ from services.documents.events import (
 from services.documents.models import PROCESSING, Document
 from services.documents.processing import WORK_FLAG
 from services.documents.schemas import DocumentSort, DocumentStatus, SearchRequest
-from services.documents.upload import receive
-from shared.db import Database, new_id
+from services.documents.settings import DocumentsSettings
+from services.documents.upload import StorageQuotaExceeded, receive
+from shared.db import Database, begin_writing, is_sqlite, new_id
 from shared.errors import NotFound
 from shared.pagination import PageParams, Pagination, SortOrder, order_by, paginate
 from shared.security import Identity
@@ -57,8 +58,6 @@ async def upload(
     identity: Identity,
     body: AsyncIterator[bytes],
     content_type: str,
-    *,
-    title: str | None = None,
 ) -> Document:
     """Streams the multipart `body` into the store and records the document, to be processed
     once the request's transaction commits. Whatever fails, nothing stays behind."""
@@ -80,11 +79,12 @@ async def upload(
         detect=functools.partial(detect, allowed=allowed),
     )
     try:
+        await _check_quota(session, identity.user_id, received.size, settings)
         document = Document(
             id=document_id,
             user_id=identity.user_id,
             filename=received.filename,
-            title=title or received.title or received.filename,
+            title=received.title or received.filename,
             size=received.size,
             mime_type=received.mime_type,
             sha256=received.sha256,
@@ -101,6 +101,30 @@ async def upload(
         await collaborators.store.delete(key)
         raise
     return document
+
+
+async def _check_quota(
+    session: AsyncSession, user_id: uuid.UUID, size: int, settings: DocumentsSettings
+) -> None:
+    """Checked again once the file is stored, with the user's uploads serialised until the
+    transaction ends, so that uploads running side by side cannot together pass the quota
+    that each passed alone."""
+    quota = settings.documents_user_quota_bytes
+    if not quota:
+        return
+    if is_sqlite(session):
+        await begin_writing(session)
+    else:
+        lock_key = int.from_bytes(user_id.bytes[:8], "big", signed=True)
+        await session.execute(select(func.pg_advisory_xact_lock(lock_key)))
+    used = await session.scalar(
+        select(func.coalesce(func.sum(Document.size), 0)).where(Document.user_id == user_id)
+    )
+    left = max(quota - int(used or 0), 0)
+    if size > left:
+        raise StorageQuotaExceeded(
+            "This upload would exceed your storage quota", details={"quota_left_bytes": left}
+        )
 
 
 def _owned(identity: Identity) -> Select[Document]:
