@@ -15,6 +15,9 @@ from shared.stopwords import ENGLISH_STOPWORDS
 # question searched as it is would rarely match. Its significant words OR-ed together
 # match any passage that has one of them, and the ranking puts those with more first.
 MAX_QUERY_WORDS = 24
+# The documents search takes queries of up to 500 characters; no real word is this long.
+MAX_QUERY_CHARS = 500
+MAX_WORD_CHARS = 40
 _WORD = re.compile(r"\w+")
 _MARK = re.compile(r"</?mark>")
 STOPWORDS = ENGLISH_STOPWORDS
@@ -54,8 +57,14 @@ def significant_words(text: str) -> list[str]:
 def search_query(question: str) -> str | None:
     """The documents search for a question: its significant words OR-ed; None when it has
     none (nothing would match)."""
-    words = significant_words(question)[:MAX_QUERY_WORDS]
-    return " or ".join(words) if words else None
+    query = ""
+    words = [word for word in significant_words(question) if len(word) <= MAX_WORD_CHARS]
+    for word in words[:MAX_QUERY_WORDS]:
+        longer = f"{query} or {word}" if query else word
+        if len(longer) > MAX_QUERY_CHARS:
+            break
+        query = longer
+    return query or None
 
 
 def passage_of(snippet: str) -> str:

@@ -19,6 +19,7 @@ FILE_FIELD = "file"
 TITLE_FIELD = "title"
 MAX_FIELD_BYTES = 4096
 MAX_FIELDS = 8
+MAX_TITLE_CHARS = 300
 
 
 class StorageQuotaExceeded(ApiError):
@@ -106,7 +107,18 @@ class _Form:
         if self._part.name == FILE_FIELD:
             self.file_done = True
         elif self._part.name:
-            self.fields[self._part.name] = self._part.data.decode("utf-8", "replace")
+            value = self._part.data.decode("utf-8", "replace")
+            if self._part.name == TITLE_FIELD:
+                _check_title(value)
+            self.fields[self._part.name] = value
+
+
+def _check_title(title: str) -> None:
+    if len(title) > MAX_TITLE_CHARS or "\x00" in title:
+        raise ValidationFailed(
+            f"A title has at most {MAX_TITLE_CHARS} characters and no NUL",
+            details={"field": TITLE_FIELD},
+        )
 
 
 def boundary_of(content_type: str) -> bytes:
@@ -200,7 +212,7 @@ async def receive(
     return Upload(
         key=key,
         filename=clean_filename(form.filename),
-        title=title[:300] if title else None,
+        title=title,
         size=state["size"],
         sha256=digest.hexdigest(),
         mime_type=state["mime_type"],

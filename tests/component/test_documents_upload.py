@@ -200,3 +200,19 @@ async def test_a_malformed_multipart_body_is_400_and_nothing_stays(
             detect=detect,
         )
     assert stored_files(store) == []
+
+
+@pytest.mark.parametrize("title", ["x" * 301, "with a \x00 in it"])
+async def test_a_bad_title_is_400_and_nothing_stays(store: LocalStore, title: str) -> None:
+    body = form(part("file", b"plain words", "notes.txt"), part("title", title.encode()))
+    with pytest.raises(ValidationFailed):
+        await receive(
+            in_chunks(body),
+            CONTENT_TYPE,
+            store=store,
+            key="documents/titled",
+            max_bytes=10**6,
+            quota_left=None,
+            detect=detect,
+        )
+    assert stored_files(store) == []

@@ -55,6 +55,16 @@ def test_the_search_ors_the_significant_words_of_the_question() -> None:
 
 def test_a_question_with_nothing_to_look_for_searches_nothing() -> None:
     assert search_query("What is it, and why?") is None
+
+
+def test_the_query_stays_within_what_the_search_takes() -> None:
+    assert search_query("0" * 5000) is None
+    assert search_query("x" * 41 + " tables") == "tables"
+    many = " ".join(f"word{n:02d}{'a' * 30}" for n in range(30))
+    query = search_query(many)
+    assert query is not None
+    assert len(query) <= 500
+    assert query.startswith("word00")
     assert search_query("   ?! ") is None
 
 

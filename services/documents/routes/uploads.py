@@ -9,8 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.documents.deps import DocumentsCollaborators
 from services.documents.models import Document
 from services.documents.service import documents
+from services.documents.upload import MAX_TITLE_CHARS
 from shared.openapi import error_responses
 from shared.security import Identity
+from shared.text import WITHOUT_NUL
 
 
 async def upload_from(
@@ -32,7 +34,11 @@ def multipart_body(*, with_title: bool) -> dict[str, Any]:
         }
     }
     if with_title:
-        properties["title"] = {"type": "string", "maxLength": 300}
+        properties["title"] = {
+            "type": "string",
+            "maxLength": MAX_TITLE_CHARS,
+            "pattern": WITHOUT_NUL,
+        }
     return {
         "requestBody": {
             "required": True,
