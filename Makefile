@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run run-full migrate test test-unit test-component test-e2e schemathesis lint format typecheck migration validate-deploy bench-courses bench-webhooks bench-gateway bench-chat bench-documents clean
+.PHONY: help install run run-full migrate test test-unit test-component test-e2e schemathesis lint format typecheck migration validate-deploy bench-courses bench-webhooks bench-gateway bench-hotpaths bench-chat bench-documents clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ bench-webhooks: $(STAMP) ## Webhooks end to end: events/s, p50/p99 for 1, 10, 10
 
 bench-gateway: $(STAMP) ## Gateway cost: req/s, p50/p99 direct vs gateway vs nginx, gateway peak memory
 	@$(BIN)/python -m bench.bench_gateway
+
+bench-hotpaths: $(STAMP) ## Hot paths: req/s, p50/p99 at concurrency 1 and 32, minimal FastAPI app vs services direct vs gateway vs nginx (PROFILE=1: py-spy profiles)
+	@$(BIN)/python -m bench.bench_hotpaths
 
 bench-chat: $(STAMP) ## Chat: time to first token and total, stub vs chat vs gateway, SSE and WebSocket, 1 and 200 streams
 	@$(BIN)/python -m bench.bench_chat

@@ -63,6 +63,9 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
+    # CPU time of the serving processes per request, when the caller measured it.
+    cpu_us: float = 0.0
 
 
 def ensure_tools() -> None:
@@ -90,16 +93,23 @@ def start_nginx(workdir: Path, users_port: int) -> tuple[subprocess.Popen[bytes]
     return process, port
 
 
-def wrk(url: str, token: str, duration: str) -> Run:
+def wrk(
+    url: str,
+    token: str | None,
+    duration: str,
+    *,
+    connections: int = CONNECTIONS,
+    threads: int = THREADS,
+) -> Run:
+    headers = ["-H", f"Authorization: Bearer {token}"] if token else []
     output = subprocess.run(  # noqa: S603
         [  # noqa: S607
             "wrk",
-            f"-t{THREADS}",
-            f"-c{CONNECTIONS}",
+            f"-t{min(threads, connections)}",
+            f"-c{connections}",
             f"-d{duration}",
             "--latency",
-            "-H",
-            f"Authorization: Bearer {token}",
+            *headers,
             url,
         ],
         capture_output=True,
@@ -112,11 +122,13 @@ def wrk(url: str, token: str, duration: str) -> Run:
         print(f"  ({url}: socket errors {socket_errors.group(1)})", flush=True)
     requests = re.search(r"Requests/sec:\s+([\d.]+)", output)
     assert requests, output
+    total = re.search(r"(\d+) requests in", output)
     return Run(
         requests_per_second=float(requests.group(1)),
         p50_ms=latency_ms(output, "50%"),
         p99_ms=latency_ms(output, "99%"),
         errors=int(errors.group(1)) if errors else 0,
+        requests=int(total.group(1)) if total else 0,
     )
 
 

@@ -1,256 +1,446 @@
 """`make bench-webhooks`: the full stack with local receivers, measuring end to end from a
 committed domain change (the event's time, stamped in the transaction of the change) to
-the webhook arriving at a receiver that verifies its signature.
+the webhook arriving at a receiver.
 
-Prints events/s, deliveries/s and p50/p99 latency: for one endpoint at a steady 5 events/s
-(latency without a backlog), then with writers going flat out for 1, 10 and 100 endpoints,
-and for 10 healthy endpoints next to one that never answers."""
+The receivers are processes of their own (`bench/webhook_receivers.py`), verifying the
+signature of one request in ten. Scenarios: one endpoint at a steady 5 events/s (latency
+without a backlog); ten endpoints at a steady 200 deliveries/s; writers going flat out for
+1, 10 and 100 endpoints; and healthy endpoints next to one that never answers. The bare
+loop posts the same signed payloads to the same receivers with aiohttp alone, with the
+dispatcher's limits (in flight per process and per endpoint), as the ceiling.
+
+All but the first two scenarios are repeated `BENCH_ROUNDS` times (default 3),
+interleaved; the table shows medians. The "before"
+figures are those of the dispatcher this one replaced (one message per attempt, an HTTP
+client per host), measured by this very bench on the same machine."""
 
 import asyncio
 import contextlib
-import socket
+import json
+import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
-import uvicorn
-from standardwebhooks.webhooks import Webhook
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+import uvloop
 
+from services.webhooks.events import webhook_body
+from services.webhooks.signing import new_secret, signed_headers
 from shared.testing import Stack, eventually
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, _clean_full_stack
 
 RECEIVER_HOST = "127.0.0.2"
+RECEIVER_PROCESSES = 2
+SAMPLE = 10  # one request in SAMPLE has its signature verified
 ATTEMPT_TIMEOUT_SECONDS = 5
+CONCURRENCY = 100  # attempts in flight per process (WEBHOOK_CONCURRENCY), bare loop too
+ENDPOINT_CONCURRENCY = 5  # per endpoint (WEBHOOK_ENDPOINT_CONCURRENCY), bare loop too
 WRITERS = 8  # concurrent clients changing profiles
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 ENDPOINTS = "/api/v1/webhooks/endpoints"
+BARE = "bare aiohttp loop, 100 endpoints"
+STEADY = "10 endpoints, 200 deliveries/s"
+ROUND_TITLES = [
+    STEADY,
+    "10 endpoints",
+    "10 + 1 never answering",
+    "100 endpoints",
+    BARE,
+    "100 + 1 never answering",
+]
+
+# Medians of three rounds of this bench with the previous dispatcher, on the same machine
+# (2 cores, shared with other work): deliveries/s, p50 ms, p99 ms.
+BEFORE: dict[str, tuple[float, float, float]] = {}
 
 
 @dataclass
-class Receivers:
-    """Endpoint n is `/r/n`; `/hang` accepts and never answers."""
+class Result:
+    title: str
+    delivered: int
+    expected: int
+    events_per_s: float
+    deliveries_per_s: float
+    p50_ms: float
+    p99_ms: float
+    duplicates: int
+    cpu: float | None  # share of one core the webhooks service used
 
-    verifiers: dict[str, Webhook] = field(default_factory=dict)
-    latencies: dict[str, list[float]] = field(default_factory=dict)
-    seen: set[tuple[str, str]] = field(default_factory=set)
-    last_receipt: float = 0.0
-    rejected: int = 0
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def receive(self, request: Request) -> Response:
-        received_at = time.time()
-        name = request.path_params["name"]
-        body = await request.body()
-        try:
-            payload = self.verifiers[name].verify(body, dict(request.headers))
-        except Exception:
-            self.rejected += 1
-            return Response(status_code=400)
-        key = (name, request.headers["webhook-id"])
-        if key not in self.seen:
-            self.seen.add(key)
-            sent_at = datetime.fromisoformat(payload["timestamp"]).timestamp()
-            self.latencies.setdefault(payload["data"]["name"].split("#")[0], []).append(
-                received_at - sent_at
+@dataclass
+class ReceiverProcesses:
+    processes: list["subprocess.Popen[str]"] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)
+
+    def start(self) -> "ReceiverProcesses":
+        for _ in range(RECEIVER_PROCESSES):
+            process = subprocess.Popen(  # noqa: S603
+                [sys.executable, "-m", "bench.webhook_receivers", RECEIVER_HOST, str(SAMPLE)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
             )
-            self.last_receipt = received_at
-        return Response(status_code=204)
+            self.processes.append(process)
+            assert process.stdout is not None
+            self.ports.append(int(process.stdout.readline()))
+        return self
 
-    async def hang(self, _request: Request) -> Response:
-        await self.stopping.wait()
-        return Response(status_code=204)
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.stdin is not None:
+                with contextlib.suppress(OSError):
+                    process.stdin.close()
+        for process in self.processes:
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
-
-@contextlib.asynccontextmanager
-async def serving(receivers: Receivers) -> AsyncIterator[int]:
-    sock = socket.socket()
-    sock.bind((RECEIVER_HOST, 0))
-    app = Starlette(
-        routes=[
-            Route("/r/{name}", receivers.receive, methods=["POST"]),
-            Route("/hang", receivers.hang, methods=["POST"]),
-        ]
-    )
-    config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="off", backlog=4096, timeout_keep_alive=60
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    await eventually(lambda: _ready(server.started))
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        receivers.stopping.set()
-        server.should_exit = server.force_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 5)
+    def base(self, n: int) -> str:
+        return f"http://{RECEIVER_HOST}:{self.ports[n % len(self.ports)]}"
 
 
-async def _ready(condition: bool) -> bool:
-    return condition
+@dataclass
+class Bench:
+    stack: Stack
+    client: httpx.AsyncClient
+    receivers: ReceiverProcesses
+    control: httpx.AsyncClient
+    admin: dict[str, str]
+    writers: list[dict[str, str]]
+    tags: Iterator[int] = field(default_factory=lambda: iter(range(1_000_000)))
+
+    def tag(self) -> str:
+        return f"s{next(self.tags)}-{uuid.uuid4().hex[:4]}"
+
+    async def register_secrets(self, secrets: dict[str, tuple[int, str]]) -> None:
+        """{endpoint name: (receiver number, secret)}"""
+        for n in range(len(self.receivers.ports)):
+            mine = {name: s for name, (r, s) in secrets.items() if r % RECEIVER_PROCESSES == n}
+            if mine:
+                response = await self.control.put(
+                    f"{self.receivers.base(n)}/_secrets", content=json.dumps(mine)
+                )
+                response.raise_for_status()
+
+    async def counts(self, tag: str) -> tuple[int, float]:
+        total, last = 0, 0.0
+        for n in range(len(self.receivers.ports)):
+            response = await self.control.get(f"{self.receivers.base(n)}/_count?tag={tag}")
+            body = response.json()
+            total, last = total + body["count"], max(last, body["last"])
+        return total, last
+
+    async def stats(self, tag: str) -> dict[str, Any]:
+        merged: dict[str, Any] = {"latencies": [], "duplicates": 0, "rejected": 0, "sample": ""}
+        for n in range(len(self.receivers.ports)):
+            response = await self.control.get(f"{self.receivers.base(n)}/_stats?tag={tag}")
+            body = response.json()
+            merged["latencies"] += body["latencies"]
+            merged["duplicates"] += body["duplicates"]
+            merged["rejected"] += body["rejected"]
+            merged["sample"] = merged["sample"] or body["sample_body"]
+        return merged
+
+    async def wait_for(self, tag: str, expected: int) -> None:
+        async def arrived() -> bool:
+            return (await self.counts(tag))[0] >= expected
+
+        with contextlib.suppress(AssertionError):  # report what arrived, even if not all
+            await eventually(arrived, within_seconds=180, interval=0.1)
+
+    def webhooks_cpu_seconds(self) -> float | None:
+        try:
+            fields = Path(f"/proc/{self.stack.service_pid('webhooks')}/stat").read_text()
+        except (OSError, KeyError, ValueError):
+            return None
+        ticks = fields.rsplit(")", 1)[1].split()
+        return (int(ticks[11]) + int(ticks[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def create_endpoints(
-    client: httpx.AsyncClient, admin: dict[str, str], urls: list[tuple[str, str]]
-) -> list[tuple[str, str, str]]:
-    """(name, url) in; (name, endpoint id, secret) out."""
-    created = []
-    for name, url in urls:
-        response = await client.post(
-            ENDPOINTS, headers=admin, json={"url": url, "event_types": ["user.updated"]}
+async def create_endpoints(bench: Bench, urls: list[str]) -> list[dict[str, Any]]:
+    async def create(url: str) -> dict[str, Any]:
+        response = await bench.client.post(
+            ENDPOINTS, headers=bench.admin, json={"url": url, "event_types": ["user.updated"]}
         )
         response.raise_for_status()
-        body = response.json()
-        created.append((name, body["id"], body["secret"]))
+        body: dict[str, Any] = response.json()
+        return body
+
+    created: list[dict[str, Any]] = []
+    for start in range(0, len(urls), 10):
+        created += await asyncio.gather(*(create(url) for url in urls[start : start + 10]))
     return created
 
 
-async def change_profiles(
-    client: httpx.AsyncClient,
-    writers: list[dict[str, str]],
-    scenario: str,
-    events: int,
-    pause: float = 0.0,
-) -> None:
-    """`events` committed profile changes, each one a `user.updated` event; as fast as the
-    writers go, or one writer pausing between changes."""
+async def delete_endpoints(bench: Bench, endpoints: list[dict[str, Any]]) -> None:
+    for start in range(0, len(endpoints), 10):
+        await asyncio.gather(
+            *(
+                bench.client.delete(f"{ENDPOINTS}/{e['id']}", headers=bench.admin)
+                for e in endpoints[start : start + 10]
+            )
+        )
+
+
+async def change_profiles(bench: Bench, tag: str, events: int, rate: float | None) -> None:
+    """`events` committed profile changes, each one a `user.updated` event: as fast as the
+    writers go, or at `rate` a second (each change at its own time, whatever came before)."""
     counter = iter(range(events))
+    started = time.monotonic()
 
     async def writer(headers: dict[str, str]) -> None:
         for i in counter:
-            response = await client.patch(
-                "/api/v1/users/me", headers=headers, json={"name": f"{scenario}#{i}"}
+            if rate is not None:
+                await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
+            response = await bench.client.patch(
+                "/api/v1/users/me", headers=headers, json={"name": f"{tag}#{i}"}
             )
             response.raise_for_status()
-            await asyncio.sleep(pause)
 
-    if pause:
-        writers = writers[:1]
-
-    await asyncio.gather(*(writer(headers) for headers in writers))
+    await asyncio.gather(*(writer(headers) for headers in bench.writers))
 
 
 def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+async def result_of(
+    bench: Bench,
+    title: str,
+    tag: str,
+    events: int,
+    expected: int,
+    started: float,
+    cpu_before: float | None,
+) -> tuple[Result, str]:
+    stats = await bench.stats(tag)
+    _, last = await bench.counts(tag)
+    elapsed = max(last - started, 1e-9)
+    cpu_after = bench.webhooks_cpu_seconds()
+    cpu = None
+    if cpu_before is not None and cpu_after is not None:
+        cpu = (cpu_after - cpu_before) / elapsed
+    latencies = stats["latencies"]
+    if stats["rejected"]:
+        print(f"    WARNING: {stats['rejected']} requests failed verification", flush=True)
+    result = Result(
+        title=title,
+        delivered=len(latencies),
+        expected=expected,
+        events_per_s=events / elapsed,
+        deliveries_per_s=len(latencies) / elapsed,
+        p50_ms=percentile(latencies, 0.50) * 1000,
+        p99_ms=percentile(latencies, 0.99) * 1000,
+        duplicates=stats["duplicates"],
+        cpu=cpu,
+    )
+    print(
+        f"    delivered {result.delivered}/{expected} in {elapsed:.1f}s: "
+        f"{result.deliveries_per_s:.1f} deliveries/s, p50 {result.p50_ms:.0f} ms, "
+        f"p99 {result.p99_ms:.0f} ms"
+        + (f", webhooks service {cpu:.0%} of a core" if cpu is not None else ""),
+        flush=True,
+    )
+    return result, stats["sample"]
+
+
 async def scenario(
-    client: httpx.AsyncClient,
-    admin: dict[str, str],
-    writers: list[dict[str, str]],
-    receivers: Receivers,
-    port: int,
+    bench: Bench,
     title: str,
     healthy: int,
     events: int,
     hanging: int = 0,
-    pause: float = 0.0,
-) -> dict[str, Any]:
-    tag = f"s{len(receivers.latencies)}"
+    rate: float | None = None,
+) -> tuple[Result, str]:
+    tag = bench.tag()
     print(f"  {title}: {healthy} endpoints, {hanging} never answering, {events} events", flush=True)
-    urls = [(f"{tag}-{n}", f"http://{RECEIVER_HOST}:{port}/r/{tag}-{n}") for n in range(healthy)]
-    urls += [(f"{tag}-hang-{n}", f"http://{RECEIVER_HOST}:{port}/hang") for n in range(hanging)]
-    endpoints = await create_endpoints(client, admin, urls)
-    for name, _, secret in endpoints:
-        receivers.verifiers[name] = Webhook(secret)
-    receivers.latencies[tag] = []
-    expected = healthy * events
-    started = time.time()
-    await change_profiles(client, writers, tag, events, pause)
-    with contextlib.suppress(AssertionError):  # report what arrived, even if not all
-        await eventually(
-            lambda: _ready(len(receivers.latencies[tag]) >= expected), within_seconds=120
-        )
-    latencies = receivers.latencies[tag]
-    elapsed = max(receivers.last_receipt - started, 1e-9)
-    for _, endpoint_id, _ in endpoints:
-        await client.delete(f"{ENDPOINTS}/{endpoint_id}", headers=admin)
-    result = {
-        "title": title,
-        "delivered": len(latencies),
-        "expected": expected,
-        "events_per_s": events / elapsed,
-        "deliveries_per_s": len(latencies) / elapsed,
-        "p50_ms": percentile(latencies, 0.50) * 1000 if latencies else float("nan"),
-        "p99_ms": percentile(latencies, 0.99) * 1000 if latencies else float("nan"),
-    }
-    print(
-        f"    delivered {result['delivered']}/{expected} in {elapsed:.1f}s: "
-        f"{result['events_per_s']:.1f} events/s, {result['deliveries_per_s']:.1f} deliveries/s, "
-        f"p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms",
-        flush=True,
+    urls = [f"{bench.receivers.base(n)}/r/{tag}-{n}" for n in range(healthy)]
+    urls += [f"{bench.receivers.base(0)}/hang" for _ in range(hanging)]
+    endpoints = await create_endpoints(bench, urls)
+    await bench.register_secrets(
+        {f"{tag}-{n}": (n, endpoint["secret"]) for n, endpoint in enumerate(endpoints[:healthy])}
     )
+    expected = healthy * events
+    cpu_before = bench.webhooks_cpu_seconds()
+    started = time.time()
+    await change_profiles(bench, tag, events, rate)
+    await bench.wait_for(tag, expected)
+    outcome = await result_of(bench, title, tag, events, expected, started, cpu_before)
+    await delete_endpoints(bench, endpoints)
+    return outcome
+
+
+async def bare_loop(bench: Bench, title: str, healthy: int, events: int, sample: str) -> Result:
+    """The same signed payloads to the same receivers, straight from aiohttp, at most
+    CONCURRENCY in flight and ENDPOINT_CONCURRENCY per endpoint."""
+    tag = bench.tag()
+    print(f"  {title}: {healthy} endpoints, {events} events", flush=True)
+    secrets = {f"{tag}-{n}": (n, new_secret()) for n in range(healthy)}
+    await bench.register_secrets(secrets)
+    targets = [
+        (f"{bench.receivers.base(n)}/r/{tag}-{n}", secrets[f"{tag}-{n}"][1]) for n in range(healthy)
+    ]
+    data = json.loads(sample)["data"] if sample else {}
+    now = datetime.now(UTC)
+    messages = [
+        (str(uuid.uuid4()), webhook_body("user.updated", now, {**data, "name": f"{tag}#{i}"}))
+        for i in range(events)
+    ]
+    slots = [asyncio.Semaphore(ENDPOINT_CONCURRENCY) for _ in range(healthy)]
+    jobs = iter([(i, n) for i in range(events) for n in range(healthy)])
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY, limit_per_host=0)
+    failures = 0
+
+    async def post(session: aiohttp.ClientSession) -> None:
+        nonlocal failures
+        for i, n in jobs:
+            message_id, body = messages[i]
+            url, secret = targets[n]
+            async with slots[n]:
+                headers = signed_headers(message_id, datetime.now(UTC), body, [secret])
+                async with session.post(url, data=body.encode(), headers=headers) as response:
+                    await response.read()
+                    failures += response.status >= 300
+
+    cpu_before = bench.webhooks_cpu_seconds()
+    started = time.time()
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+        await asyncio.gather(*(post(session) for _ in range(CONCURRENCY)))
+    if failures:
+        print(f"    WARNING: {failures} posts were refused", flush=True)
+    await bench.wait_for(tag, healthy * events)
+    result, _ = await result_of(bench, title, tag, events, healthy * events, started, cpu_before)
+    result.cpu = None
     return result
 
 
-async def run(stack: Stack) -> list[dict[str, Any]]:
-    receivers = Receivers()
-    async with serving(receivers) as port, stack.client() as client:
-        login = await client.post(
-            "/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+def median_of(title: str, rounds: list[Result]) -> Result:
+    cpus = [r.cpu for r in rounds if r.cpu is not None]
+    return Result(
+        title=title,
+        delivered=sum(r.delivered for r in rounds),
+        expected=sum(r.expected for r in rounds),
+        events_per_s=statistics.median(r.events_per_s for r in rounds),
+        deliveries_per_s=statistics.median(r.deliveries_per_s for r in rounds),
+        p50_ms=statistics.median(r.p50_ms for r in rounds),
+        p99_ms=statistics.median(r.p99_ms for r in rounds),
+        duplicates=sum(r.duplicates for r in rounds),
+        cpu=statistics.median(cpus) if cpus else None,
+    )
+
+
+async def prepare(stack: Stack, client: httpx.AsyncClient) -> tuple[dict[str, str], list[Any]]:
+    login = await client.post(
+        "/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    )
+    login.raise_for_status()
+    admin = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    writers = []
+    for n in range(WRITERS):
+        email = f"bench-{stack.run_id}-{n}@example.com"
+        account = {"email": email, "password": "bench password 123", "name": "Bench"}
+        (await client.post("/api/v1/auth/register", json=account)).raise_for_status()
+        tokens = await client.post(
+            "/api/v1/auth/login", json={"email": email, "password": account["password"]}
         )
-        login.raise_for_status()
-        admin = {"Authorization": f"Bearer {login.json()['access_token']}"}
-        writers = []
-        for n in range(WRITERS):
-            email = f"bench-{stack.run_id}-{n}@example.com"
-            account = {"email": email, "password": "bench password 123", "name": "Bench"}
-            (await client.post("/api/v1/auth/register", json=account)).raise_for_status()
-            tokens = await client.post(
-                "/api/v1/auth/login", json={"email": email, "password": account["password"]}
-            )
-            tokens.raise_for_status()
-            headers = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
+        tokens.raise_for_status()
+        headers = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
 
-            async def profile_ready(headers: dict[str, str] = headers) -> bool:
-                return (await client.get("/api/v1/users/me", headers=headers)).status_code == 200
+        async def profile_ready(headers: dict[str, str] = headers) -> bool:
+            return (await client.get("/api/v1/users/me", headers=headers)).status_code == 200
 
-            await eventually(profile_ready)
-            writers.append(headers)
-        print("measuring (commit of the change -> webhook verified at the receiver):", flush=True)
-        results = [
-            await scenario(
-                client, admin, writers, receivers, port, "1 endpoint, 5 events/s", 1, 50, pause=0.2
-            ),
-            await scenario(client, admin, writers, receivers, port, "1 endpoint", 1, 300),
-            await scenario(client, admin, writers, receivers, port, "10 endpoints", 10, 150),
-            await scenario(client, admin, writers, receivers, port, "100 endpoints", 100, 30),
-            await scenario(
-                client, admin, writers, receivers, port, "10 + 1 never answering", 10, 150, 1
-            ),
+        await eventually(profile_ready)
+        writers.append(headers)
+    return admin, writers
+
+
+async def run(stack: Stack, receivers: ReceiverProcesses) -> list[Result]:
+    async with (
+        stack.client() as client,
+        httpx.AsyncClient(timeout=30, trust_env=False) as control,
+    ):
+        admin, writers = await prepare(stack, client)
+        bench = Bench(stack, client, receivers, control, admin, writers)
+        print("measuring (commit of the change -> webhook at the receiver):", flush=True)
+        once = [
+            (await scenario(bench, "1 endpoint, 5 events/s", 1, 50, rate=5))[0],
+            (await scenario(bench, "1 endpoint", 1, 300))[0],
         ]
-        if receivers.rejected:
-            print(f"  WARNING: {receivers.rejected} deliveries failed verification", flush=True)
-    return results
+        rounds: dict[str, list[Result]] = {title: [] for title in ROUND_TITLES}
+        for round_number in range(1, ROUNDS + 1):
+            print(f" round {round_number} of {ROUNDS}", flush=True)
+            for title, healthy, events, hanging, rate in (
+                (STEADY, 10, 300, 0, 20.0),
+                ("10 endpoints", 10, 300, 0, None),
+                ("10 + 1 never answering", 10, 300, 1, None),
+            ):
+                result, _ = await scenario(bench, title, healthy, events, hanging, rate)
+                rounds[title].append(result)
+            result, sample = await scenario(bench, "100 endpoints", 100, 100)
+            rounds["100 endpoints"].append(result)
+            rounds[BARE].append(await bare_loop(bench, BARE, 100, 100, sample))
+            result, _ = await scenario(bench, "100 + 1 never answering", 100, 100, 1)
+            rounds["100 + 1 never answering"].append(result)
+    return once + [median_of(title, results) for title, results in rounds.items()]
 
 
-def report(results: list[dict[str, Any]]) -> None:
-    print("\nWebhook delivery, full stack (PostgreSQL, RabbitMQ), receivers verifying:")
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def report(results: list[Result]) -> None:
     print(
-        f"  {'scenario':<26}{'delivered':>12}{'events/s':>10}{'deliv./s':>10}"
-        f"{'p50 ms':>9}{'p99 ms':>9}"
+        f"\nWebhook delivery, full stack (PostgreSQL, RabbitMQ); {RECEIVER_PROCESSES} receiver "
+        f"processes verifying 1 request in {SAMPLE}; below the first two rows, medians of {ROUNDS} "
+        "rounds"
+    )
+    print(
+        f"  {'scenario':<34}{'delivered':>14}{'deliv./s':>10}{'before':>8}"
+        f"{'p50 ms':>9}{'before':>8}{'p99 ms':>9}{'before':>8}{'CPU':>6}"
     )
     for r in results:
-        delivered = f"{r['delivered']}/{r['expected']}"
+        before = BEFORE.get(r.title)
+        delivered = f"{r.delivered}/{r.expected}"
+        cpu = "" if r.cpu is None else f"{r.cpu:.0%}"
         print(
-            f"  {r['title']:<26}{delivered:>12}{r['events_per_s']:>10.1f}"
-            f"{r['deliveries_per_s']:>10.1f}{r['p50_ms']:>9.0f}{r['p99_ms']:>9.0f}"
+            f"  {r.title:<34}{delivered:>14}{r.deliveries_per_s:>10,.1f}"
+            f"{_figure(before[0] if before else None):>8}"
+            f"{r.p50_ms:>9,.0f}{_figure(before[1] if before else None):>8}"
+            f"{r.p99_ms:>9,.0f}{_figure(before[2] if before else None):>8}{cpu:>6}"
         )
-    healthy, with_hanging = results[2], results[4]
-    ratio = with_hanging["deliveries_per_s"] / healthy["deliveries_per_s"]
+    by_title = {r.title: r for r in results}
+    hundred = by_title["100 endpoints"]
+    bare = by_title[BARE]
+    ratio = hundred.deliveries_per_s / bare.deliveries_per_s
     print(
-        f"  healthy-endpoint throughput with one never-answering endpoint: {ratio:.2f}x "
-        f"of the same 10 endpoints alone (attempt timeout {ATTEMPT_TIMEOUT_SECONDS}s)"
+        "  (CPU: the webhooks service's share of one core during the scenario; "
+        f"attempt timeout {ATTEMPT_TIMEOUT_SECONDS} s)"
     )
+    print(f"  100 endpoints: the dispatcher reaches {ratio:.2f}x of the bare loop's rate")
+    for healthy, with_hanging in (
+        ("10 endpoints", "10 + 1 never answering"),
+        ("100 endpoints", "100 + 1 never answering"),
+    ):
+        share = by_title[with_hanging].deliveries_per_s / by_title[healthy].deliveries_per_s
+        print(f"  {healthy} next to one that never answers keep {share:.2f}x of their throughput")
+    duplicates = sum(r.duplicates for r in results)
+    if duplicates:
+        print(f"  {duplicates} deliveries arrived more than once (at least once)")
 
 
 def main() -> None:
@@ -265,6 +455,8 @@ def main() -> None:
             "LOG_LEVEL": "WARNING",
             "WEBHOOK_ALLOWED_NETWORKS": f"{RECEIVER_HOST}/32",
             "WEBHOOK_ATTEMPT_TIMEOUT_SECONDS": str(ATTEMPT_TIMEOUT_SECONDS),
+            "WEBHOOK_CONCURRENCY": str(CONCURRENCY),
+            "WEBHOOK_ENDPOINT_CONCURRENCY": str(ENDPOINT_CONCURRENCY),
             "RATE_LIMIT_AUTH": "100000/minute",
             "RATE_LIMIT_DEFAULT": "1000000/minute",
             "RATE_LIMIT_ADMIN": "1000000/minute",
@@ -272,11 +464,14 @@ def main() -> None:
     )
     print(f"starting the full stack (log: {stack.log_path})", flush=True)
     started = time.monotonic()
+    receivers = ReceiverProcesses()
     try:
+        receivers.start()
         stack.start()
-        results = asyncio.run(run(stack))
+        results = uvloop.run(run(stack, receivers))
     finally:
         stack.stop()
+        receivers.stop()
         asyncio.run(_clean_full_stack(stack))
     report(results)
     print(f"\n(bench took {time.monotonic() - started:.0f}s)")

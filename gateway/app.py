@@ -2,7 +2,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.middleware.cors import CORSMiddleware
@@ -11,12 +11,14 @@ from starlette.responses import Response
 from gateway import metrics
 from gateway.edge import Edge
 from gateway.middleware import ProxyMiddleware, SecurityHeadersMiddleware
+from gateway.ratelimit import ClientAddress
 from gateway.redaction import redact_logs, redact_spans
 from gateway.settings import GatewaySettings
-from shared.errors import install_error_handlers
+from shared import health
+from shared.errors import ApiError, error_response, install_error_handlers
 from shared.logging import configure_logging, get_logger
 from shared.request_id import RequestIdMiddleware
-from shared.telemetry import configure_tracing
+from shared.telemetry import TraceContextMiddleware, configure_tracing
 
 log = get_logger(__name__)
 
@@ -36,10 +38,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     edge = Edge(settings)
 
+    configure_tracing("gateway")
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging("gateway", settings.log_level, settings.log_format)
-        configure_tracing("gateway")
         redact_logs()
         redact_spans()
         await edge.start()
@@ -55,7 +58,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
-        # A server span per request carries the trace upstream; metrics are Prometheus'.
+        # When spans are recorded: a server span per request, which then carries the trace
+        # upstream (else TraceContextMiddleware does); metrics are Prometheus'.
         telemetry={"metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.settings = settings
@@ -73,10 +77,30 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeadersMiddleware, settings=settings)
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(TraceContextMiddleware)
+
+    addresses = ClientAddress(settings.trusted_proxies)
 
     @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def liveness() -> health.Liveness:
+        return health.liveness()
+
+    @app.get("/status")
+    async def status(request: Request) -> Response:
+        """Public, under the default rate limit of the client's address."""
+        peer = request.client.host if request.client else ""
+        client_ip = addresses.resolve(peer, request.headers.get("x-forwarded-for"))
+        rate_limit: list[tuple[bytes, bytes]] = []
+        try:
+            await edge.rate_limits.enforce("GET", "/status", None, client_ip, rate_limit)
+        except ApiError as exc:
+            response: Response = error_response(
+                exc.status_code, exc.code, exc.message, exc.details, exc.headers
+            )
+        else:
+            response = JSONResponse(await edge.status())
+        response.raw_headers.extend(rate_limit)
+        return response
 
     @app.get("/ready")
     async def ready() -> JSONResponse:

@@ -1,11 +1,14 @@
 """Everything the gateway holds while it runs, made in the lifespan and closed after it."""
 
 import asyncio
+import time
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
 
+from gateway.admission import Admission
 from gateway.metrics import REVOCATION_STORE_ERRORS
 from gateway.openapi import MergedOpenApi
 from gateway.proxy import HttpProxy
@@ -13,8 +16,17 @@ from gateway.ratelimit import RateLimits, make_storage
 from gateway.routing import RouteTable
 from gateway.settings import GatewaySettings
 from gateway.websocket import WebSocketProxy
-from shared.revocation import MemoryRevocationStore, RevocationStore, revocation_store
+from shared import health
+from shared.revocation import (
+    MemoryRevocationStore,
+    RedisRevocationStore,
+    RevocationStore,
+    revocation_store,
+)
 from shared.security import JwksKeySource, TokenVerifier
+
+# What `/status` may repeat of a service's own `/health`: a version string, nothing longer.
+MAX_VERSION_LENGTH = 64
 
 
 class Edge:
@@ -34,6 +46,9 @@ class Edge:
         self._session: aiohttp.ClientSession | None = None
         self._revocations: RevocationStore | None = None
         self._rate_limits: RateLimits | None = None
+        self._services: dict[str, dict[str, str | None]] = {}
+        self._services_checked_at = float("-inf")
+        self._services_lock = asyncio.Lock()
 
     async def start(self) -> None:
         settings = self.settings
@@ -45,11 +60,25 @@ class Edge:
             limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
             follow_redirects=False,
         )
-        self._revocations = revocation_store(
-            settings.redis_url,
-            f"{settings.queue_prefix}:revoked",
-            fail_open=settings.revocation_fail_open,
-            on_error=REVOCATION_STORE_ERRORS.inc,
+        self._rate_limits = RateLimits(settings, make_storage(settings))
+        # One Redis client for the rate limits and the revocations: each request asks both
+        # in one pipeline (gateway.admission).
+        redis = self._rate_limits.redis
+        prefix = f"{settings.queue_prefix}:revoked"
+        self._revocations = (
+            revocation_store(
+                settings.redis_url,
+                prefix,
+                fail_open=settings.revocation_fail_open,
+                on_error=REVOCATION_STORE_ERRORS.inc,
+            )
+            if redis is None
+            else RedisRevocationStore(
+                redis,
+                prefix,
+                fail_open=settings.revocation_fail_open,
+                on_error=REVOCATION_STORE_ERRORS.inc,
+            )
         )
         verifier = TokenVerifier(
             JwksKeySource(
@@ -64,7 +93,6 @@ class Edge:
             algorithms=settings.jwt_algorithms,
             leeway_seconds=settings.jwt_leeway_seconds,
         )
-        self._rate_limits = RateLimits(settings, make_storage(settings))
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=512, limit_per_host=0, keepalive_timeout=30),
             auto_decompress=False,
@@ -86,6 +114,7 @@ class Edge:
             self.routes,
             verifier,
             self._rate_limits,
+            Admission(verifier, self._rate_limits),
             self._session,
             allowed_methods=self._openapi.allowed_methods,
         )
@@ -110,6 +139,11 @@ class Edge:
     def websockets(self) -> WebSocketProxy:
         assert self._websockets is not None, "Edge.start() not called"
         return self._websockets
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        assert self._rate_limits is not None, "Edge.start() not called"
+        return self._rate_limits
 
     @property
     def openapi(self) -> MergedOpenApi:
@@ -145,6 +179,44 @@ class Edge:
         if not self.settings.amqp_url:
             checks["broker"] = "not_used"
         return checks
+
+    async def status(self) -> dict[str, Any]:
+        """The platform's version and uptime, and each service's state and version, by its
+        name only. The services' answers are kept for STATUS_CACHE_SECONDS and fetched once
+        for all the requests that arrive meanwhile."""
+        services = await self._service_states()
+        ok = all(state["status"] == "ok" for state in services.values())
+        return {
+            "status": "ok" if ok else "degraded",
+            "version": health.version(),
+            "uptime": health.uptime_seconds(),
+            "services": services,
+        }
+
+    async def _service_states(self) -> dict[str, dict[str, str | None]]:
+        async with self._services_lock:
+            if time.monotonic() - self._services_checked_at >= self.settings.status_cache_seconds:
+                upstreams = self.routes.upstreams
+                states = await asyncio.gather(
+                    *(self._service_state(upstream.url) for upstream in upstreams.values())
+                )
+                self._services = dict(zip(upstreams, states, strict=True))
+                self._services_checked_at = time.monotonic()
+            return self._services
+
+    async def _service_state(self, url: str) -> dict[str, str | None]:
+        assert self._client is not None
+        try:
+            response = await self._client.get(f"{url}/health", timeout=2.0)
+            body = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            body = None
+        if not isinstance(body, dict):
+            return {"status": "unavailable", "version": None}
+        version = body.get("version")
+        if not isinstance(version, str) or len(version) > MAX_VERSION_LENGTH:
+            version = None
+        return {"status": "ok", "version": version}
 
     async def _broker_reachable(self) -> bool:
         if not self.settings.amqp_url:

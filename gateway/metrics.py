@@ -33,7 +33,8 @@ RATE_LIMIT_STORAGE_ERRORS = Counter(
 )
 REVOCATION_STORE_ERRORS = Counter(
     "gateway_revocation_store_errors_total",
-    "Token revocation lookups that could not reach their store (answered per REVOCATION_FAIL_OPEN)",
+    "Token revocation lookups the store could not answer: unreachable (answered per "
+    "REVOCATION_FAIL_OPEN) or without its marker while auth refills it (503)",
 )
 UPSTREAM_FAILURES = Counter(
     "gateway_upstream_failures_total",

@@ -8,6 +8,7 @@ The document also tells the gateway which methods each path takes, so that a met
 operation has is answered 405 (with `Allow`) before any token is asked for."""
 
 import asyncio
+import copy
 import json
 import re
 import time
@@ -41,6 +42,72 @@ SECURITY_SCHEMES = {
         "description": "Log in with email (as username) and password",
     },
 }
+
+
+# The gateway's own operations that clients use (liveness, readiness and metrics are for
+# operators and stay out of the document).
+STATUS_SCHEMAS: dict[str, Any] = {
+    "ServiceStatus": {
+        "title": "ServiceStatus",
+        "type": "object",
+        "required": ["status", "version"],
+        "properties": {
+            "status": {
+                "type": "string",
+                "enum": ["ok", "unavailable"],
+                "description": "Whether the service answered its liveness check",
+            },
+            "version": {
+                "type": ["string", "null"],
+                "description": "The version the service runs; null when it did not answer",
+            },
+        },
+    },
+    "PlatformStatus": {
+        "title": "PlatformStatus",
+        "type": "object",
+        "required": ["status", "version", "uptime", "services"],
+        "properties": {
+            "status": {
+                "type": "string",
+                "enum": ["ok", "degraded"],
+                "description": "ok when every service answers, else degraded",
+            },
+            "version": {"type": "string", "description": "The version the gateway runs"},
+            "uptime": {
+                "type": "number",
+                "minimum": 0,
+                "description": "Seconds since the gateway's process started",
+            },
+            "services": {
+                "type": "object",
+                "description": "Each service by name (auth, users, ...)",
+                "additionalProperties": {"$ref": "#/components/schemas/ServiceStatus"},
+            },
+        },
+    },
+}
+STATUS_OPERATION: dict[str, Any] = {
+    "tags": ["status"],
+    "summary": "The platform's version and uptime, and each service's state and version",
+    "description": "Public. The services' states are at most a few seconds old "
+    "(STATUS_CACHE_SECONDS). Counted in the default rate limit of the client's address.",
+    "operationId": "platform_status",
+    "responses": {
+        "200": {
+            "description": "The platform's status",
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/PlatformStatus"}}
+            },
+        }
+    },
+}
+
+
+def gateway_paths() -> dict[str, Any]:
+    operation = copy.deepcopy(STATUS_OPERATION)
+    add_error_responses(operation, (429, 500, 503))
+    return {"/status": {"get": operation}}
 
 
 class MergedOpenApi:
@@ -109,8 +176,11 @@ class MergedOpenApi:
                 "version": "1.0.0",
                 "description": "Every service behind the Lyceum gateway, in one document.",
             },
-            "paths": {},
-            "components": {"schemas": dict(ERROR_SCHEMAS), "securitySchemes": SECURITY_SCHEMES},
+            "paths": gateway_paths(),
+            "components": {
+                "schemas": {**ERROR_SCHEMAS, **copy.deepcopy(STATUS_SCHEMAS)},
+                "securitySchemes": SECURITY_SCHEMES,
+            },
         }
         schemas: dict[str, Any] = merged["components"]["schemas"]
         for name in names:

@@ -15,6 +15,7 @@ from opentelemetry import propagate
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from gateway.admission import Admission
 from gateway.breaker import CircuitBreaker
 from gateway.metrics import (
     LATENCY,
@@ -133,6 +134,7 @@ class HttpProxy:
         routes: RouteTable,
         verifier: TokenVerifier,
         rate_limits: RateLimits,
+        admission: Admission,
         session: aiohttp.ClientSession,
         allowed_methods: AllowedMethods | None = None,
     ) -> None:
@@ -141,6 +143,7 @@ class HttpProxy:
         self._allowed_methods = allowed_methods
         self._verifier = verifier
         self._rate_limits = rate_limits
+        self._admission = admission
         self._session = session
         self._addresses = ClientAddress(settings.trusted_proxies)
         self.breakers = {
@@ -207,17 +210,20 @@ class HttpProxy:
             peer, forwarded_for.decode("latin-1") if forwarded_for else None
         )
         identity = None
-        if not self._routes.is_public(method, path):
+        if self._routes.is_public(method, path):
+            await self._rate_limits.enforce(method, path, None, client_ip, rate_limit)
+        else:
             try:
                 identity = await self._authenticate(headers)
+                await self._admission.admit(method, path, identity, client_ip, rate_limit)
             except ApiError as exc:
                 if exc.status_code == 401:
-                    # A missing or bad token costs the client's address its anonymous budget.
+                    # A missing, bad or revoked token costs the client's address its
+                    # anonymous budget.
                     await self._rate_limits.enforce(method, path, None, client_ip, rate_limit)
                     # A method no operation of the path has is a 405, not a call for a token.
                     await self._refuse_undocumented_method(method, path, wait=True)
                 raise
-        await self._rate_limits.enforce(method, path, identity, client_ip, rate_limit)
         await self._refuse_undocumented_method(method, path, wait=False)
         declared_length = headers.get(b"content-length")
         if declared_length is not None and not declared_length.isdigit():
@@ -394,7 +400,7 @@ class HttpProxy:
         scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthenticationRequired()
-        return await self._verifier.verify(token.strip())
+        return await self._verifier.verify_claims(token.strip())
 
     @staticmethod
     def _upstream_url(upstream: Upstream, scope: Scope) -> str:
@@ -430,8 +436,8 @@ class HttpProxy:
         if b"host" in headers:
             forwarded.append(("x-forwarded-host", headers[b"host"].decode("latin-1")))
         forwarded.append(("x-request-id", current_request_id() or ""))
-        # The current span is the gateway's server span (FastAPI's OpenTelemetry support),
-        # a child of the client's `traceparent` when it sent one.
+        # The current span is the gateway's own for this request (shared.telemetry), in the
+        # client's trace when it sent a `traceparent`.
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         forwarded.extend(carrier.items())

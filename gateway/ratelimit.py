@@ -5,14 +5,21 @@ import ipaddress
 import math
 import time
 from dataclasses import dataclass
+from math import inf
+from typing import Any, cast
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage.redis.redispy import RedispyBridge
 from limits.aio.strategies import (
     MovingWindowRateLimiter,
     RateLimiter,
     SlidingWindowCounterRateLimiter,
 )
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from gateway.metrics import RATE_LIMIT_REFUSALS, RATE_LIMIT_STORAGE_ERRORS
 from gateway.settings import GatewaySettings
@@ -58,6 +65,56 @@ class Decision:
         return [(key.encode(), value.encode()) for key, value in pairs]
 
 
+@dataclass(frozen=True)
+class SlidingWindow:
+    """One client's window of one policy in Redis, under `limits`' own keys (previous and
+    current window) and counted by `limits`' own scripts: `queue` adds the hit and the read
+    of the window to a pipeline, `decide` reads their answers as the library would."""
+
+    policy: Policy
+    keys: list[str]
+    acquire: AsyncScript
+    read: AsyncScript
+
+    def queue(self, pipe: Pipeline) -> None:
+        item = self.policy.item
+        pipe.evalsha(self.acquire.sha, 2, *self.keys, item.amount, item.get_expiry(), 1)
+        pipe.evalsha(self.read.sha, 2, *self.keys, item.get_expiry())
+
+    async def decide(self, acquired: Any, window: Any) -> Decision:
+        """The decision from the two scripts' answers. A script Redis no longer holds (it
+        restarted) did not run: the library's own call loads it and counts again."""
+        item = self.policy.item
+        if isinstance(acquired, NoScriptError):
+            acquired = await self.acquire(keys=self.keys, args=[item.amount, item.get_expiry(), 1])
+            window = await self.read(keys=self.keys, args=[item.get_expiry()])
+        elif isinstance(window, NoScriptError):
+            window = await self.read(keys=self.keys, args=[item.get_expiry()])
+        for answer in (acquired, window):
+            if isinstance(answer, Exception):
+                raise answer
+        remaining, reset_time = window_stats(item, window)
+        return RateLimits.decision(self.policy, bool(acquired), remaining, reset_time)
+
+
+def window_stats(item: RateLimitItem, window: Any) -> tuple[int, float]:
+    """Remaining hits and reset time from what `limits`' sliding-window script answers, as
+    its SlidingWindowCounterRateLimiter.get_window_stats computes them."""
+    previous, previous_ttl_ms, current, current_ttl_ms = window or (0, 0, 0, 0)
+    previous_count, current_count = int(previous or 0), int(current or 0)
+    previous_expires_in = max(0, float(previous_ttl_ms or 0)) / 1000
+    current_expires_in = max(0, float(current_ttl_ms or 0)) / 1000
+    expiry = item.get_expiry()
+    weighted = previous_count * previous_expires_in / expiry + current_count
+    remaining = max(0, item.amount - math.floor(weighted))
+    now = time.time()
+    if not (previous_count or current_count):
+        return remaining, now
+    previous_reset_in = previous_expires_in % (expiry / previous_count) if previous_count else inf
+    current_reset_in = current_expires_in % expiry if current_count else inf
+    return remaining, now + min(previous_reset_in, current_reset_in)
+
+
 class StorageUnavailable(Exception):
     """The count could not be taken and RATE_LIMIT_FAIL_OPEN is false."""
 
@@ -90,6 +147,12 @@ class RateLimits:
         self.admin = Policy("admin", parse(settings.rate_limit_admin))
         self._auth_routes = RoutePatterns(settings.rate_limit_auth_routes)
         self._admin_routes = RoutePatterns(settings.rate_limit_admin_routes)
+        # The storage's Redis client (None in memory).
+        self.redis: Redis | None = None
+        if isinstance(storage, RedisStorage) and isinstance(storage.bridge, RedispyBridge):
+            client = storage.bridge.get_connection()
+            assert isinstance(client, Redis)
+            self.redis = client
 
     def policy_for(
         self, method: str, path: str, identity: Identity | None, client_ip: str
@@ -109,17 +172,24 @@ class RateLimits:
             allowed = await self._limiter.hit(policy.item, policy.name, key)
             stats = await self._limiter.get_window_stats(policy.item, policy.name, key)
         except Exception as exc:
-            RATE_LIMIT_STORAGE_ERRORS.inc()
-            log.warning(
-                "rate_limit_storage_unavailable", error=repr(exc), fail_open=self._fail_open
-            )
-            if self._fail_open:
-                return None
-            raise StorageUnavailable() from exc
+            self.storage_failed(exc)
+            return None
+        return self.decision(policy, allowed, stats.remaining, stats.reset_time)
+
+    def storage_failed(self, exc: Exception) -> None:
+        """A count that could not be taken: None when failing open, else StorageUnavailable."""
+        RATE_LIMIT_STORAGE_ERRORS.inc()
+        log.warning("rate_limit_storage_unavailable", error=repr(exc), fail_open=self._fail_open)
+        if self._fail_open:
+            return None
+        raise StorageUnavailable() from exc
+
+    @staticmethod
+    def decision(policy: Policy, allowed: bool, remaining: int, reset_time: float) -> Decision:
         if not allowed:
             RATE_LIMIT_REFUSALS.labels(policy.name).inc()
-        reset_after = max(0, math.ceil(stats.reset_time - time.time()))
-        return Decision(policy, allowed, max(0, stats.remaining), reset_after)
+        reset_after = max(0, math.ceil(reset_time - time.time()))
+        return Decision(policy, allowed, max(0, remaining), reset_after)
 
     async def enforce(
         self,
@@ -137,6 +207,11 @@ class RateLimits:
             decision = await self.check(policy, key)
         except StorageUnavailable as exc:
             raise ServiceUnavailable("Rate limiting is unavailable") from exc
+        self.apply(decision, headers)
+
+    @staticmethod
+    def apply(decision: Decision | None, headers: list[tuple[bytes, bytes]]) -> None:
+        """The decision's headers into `headers`; 429 when it refuses."""
         if decision is None:
             return
         headers[:] = decision.headers()
@@ -144,6 +219,27 @@ class RateLimits:
             raise RateLimitExceeded(
                 details={"policy": decision.policy.name, "retry_after": decision.reset_after}
             )
+
+    def sliding_window(self, policy: Policy, key: str) -> "SlidingWindow | None":
+        """The policy's window for `key` as `limits` keeps it in Redis, to be counted in a
+        pipeline with other commands; None unless the storage is Redis and the strategy the
+        sliding window counter."""
+        storage = self.storage
+        if self.redis is None or not isinstance(self._limiter, SlidingWindowCounterRateLimiter):
+            return None
+        assert isinstance(storage, RedisStorage)
+        bridge = storage.bridge
+        assert isinstance(bridge, RedispyBridge)
+        window = policy.item.key_for(policy.name, key)
+        return SlidingWindow(
+            policy,
+            [
+                bridge.prefixed_key(storage._previous_window_key(window)),
+                bridge.prefixed_key(storage._current_window_key(window)),
+            ],
+            cast(AsyncScript, bridge.lua_acquire_sliding_window),
+            cast(AsyncScript, bridge.lua_sliding_window),
+        )
 
     async def ping(self) -> bool:
         try:

@@ -79,6 +79,8 @@ class GatewaySettings(ServiceSettings):
     openapi_cache_seconds: float = 30.0
     # While a service's document cannot be fetched, the merged one is rebuilt this soon.
     openapi_retry_seconds: float = 2.0
+    # GET /status asks every service's /health at most this often, whatever the traffic.
+    status_cache_seconds: float = Field(default=2.0, ge=0)
 
     @field_validator("upstream_timeouts")
     @classmethod

@@ -167,7 +167,7 @@ class WebSocketProxy:
             ("x-user-id", str(identity.user_id)),
             ("x-user-roles", ",".join(identity.roles)),
         ]
-        # The gateway's server span for this handshake, a child of the client's traceparent.
+        # The gateway's span for this handshake, in the client's trace when it sent one.
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         headers.extend(carrier.items())

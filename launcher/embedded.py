@@ -14,7 +14,7 @@ from launcher.options import LaunchOptions
 from launcher.readiness import print_ready_banner, wait_healthy
 from shared.events import process_bus
 from shared.logging import service_context
-from shared.registry import CHAT, GATEWAY, SERVICES
+from shared.registry import AUTH, CHAT, GATEWAY, SERVICES, USERS, Service
 from shared.service import KEEP_ALIVE_SECONDS
 
 
@@ -37,7 +37,7 @@ async def run_embedded(options: LaunchOptions, var_dir: Path) -> None:
     bus = process_bus(options.event_delivery_limit)
     servers: list[tuple[str, str, EmbeddedServer]] = []
     for entry in SERVICES:
-        own = {"documents_url": options.documents_url()} if entry is CHAT else {}
+        own = _own_settings(options, entry)
         settings = entry.settings(
             **common,
             **own,
@@ -92,6 +92,17 @@ async def run_embedded(options: LaunchOptions, var_dir: Path) -> None:
             server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
         await bus.close()
+
+
+def _own_settings(options: LaunchOptions, entry: Service) -> dict[str, str]:
+    """Where a service finds the others it calls, in this stack."""
+    if entry is CHAT:
+        return {"documents_url": options.documents_url()}
+    if entry is USERS:
+        return {"auth_url": options.auth_url()}
+    if entry is AUTH:
+        return {"public_url": options.public_link_base()}
+    return {}
 
 
 def _server(app: object, port: int, host: str) -> EmbeddedServer:

@@ -16,7 +16,7 @@ from launcher.infrastructure import database_url, prepare
 from launcher.migrations import migrate_full
 from launcher.options import LaunchOptions
 from launcher.readiness import print_ready_banner, wait_healthy
-from shared.registry import CHAT, GATEWAY, SERVICES, Component
+from shared.registry import AUTH, CHAT, GATEWAY, SERVICES, USERS, Component
 
 
 def service_environment(options: LaunchOptions, entry: Component) -> dict[str, str]:
@@ -39,6 +39,10 @@ def service_environment(options: LaunchOptions, entry: Component) -> dict[str, s
         env["DATABASE_URL"] = database_url(options, entry.name)
     if entry is CHAT:
         env["DOCUMENTS_URL"] = options.documents_url()
+    if entry is USERS:
+        env["AUTH_URL"] = options.auth_url()
+    if entry is AUTH:
+        env["PUBLIC_URL"] = options.public_link_base()
     return env
 
 

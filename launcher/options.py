@@ -25,6 +25,8 @@ class LaunchOptions(BaseSettings):
     log_level: str = "INFO"
     log_format: LogFormat = "auto"
     restart_seconds: float = 1.0
+    # The base of the links in mails; by default the gateway of this launch.
+    public_url: str | None = None
 
     def port(self, offset: int) -> int:
         return self.gateway_port + offset
@@ -35,8 +37,15 @@ class LaunchOptions(BaseSettings):
     def upstreams(self, names_and_offsets: list[tuple[str, int]]) -> dict[str, str]:
         return {name: self.url(offset) for name, offset in names_and_offsets}
 
+    def public_link_base(self) -> str:
+        return self.public_url or self.url(0)
+
     def jwks_url(self) -> str:
         return f"{self.url(AUTH.port_offset)}{JWKS_PATH}"
+
+    def auth_url(self) -> str:
+        """Where users finds the auth service of the same stack."""
+        return self.url(AUTH.port_offset)
 
     def documents_url(self) -> str:
         """Where chat finds the documents service of the same stack."""

@@ -22,14 +22,19 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"Body exceeds {max_bytes} bytes")
 
 
-def _declared_length(scope: Scope) -> int | None:
+def _declared_length(scope: Scope) -> tuple[int | None, bool]:
+    """The declared Content-Length, and whether the request has a body at all (HTTP/1.1:
+    only with a Content-Length or a Transfer-Encoding)."""
+    length, chunked = None, False
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
-                return int(value)
+                length = int(value)
             except ValueError:
-                return None  # the server refuses a malformed Content-Length itself
-    return None
+                return None, True  # the server refuses a malformed Content-Length itself
+        elif name == b"transfer-encoding":
+            chunked = True
+    return length, chunked or bool(length)
 
 
 class BodySizeLimitMiddleware:
@@ -56,8 +61,11 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        declared, has_body = _declared_length(scope)
+        if not has_body:
+            await self.app(scope, receive, send)
+            return
         max_bytes = self._limit(scope) if self._route_limits else self.max_bytes
-        declared = _declared_length(scope)
         if declared is not None and declared > max_bytes:
             await _refuse(max_bytes, scope, receive, send)
             return

@@ -1,6 +1,7 @@
 """One async SQLAlchemy engine per service: SQLite when embedded, PostgreSQL in the full stack."""
 
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -9,13 +10,14 @@ from typing import Any
 
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, UOWTransaction, mapped_column
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -62,6 +64,18 @@ def new_id() -> uuid.UUID:
     return uuid.uuid4()
 
 
+# A pooled connection left unused this long is pinged before it is handed out again, so
+# that one the server closed meanwhile (a restart, a proxy's idle timeout) is replaced
+# unseen. Pinging every checkout would cost each request a round trip (three, as the
+# driver pings inside a transaction); a connection that breaks while in steady use fails
+# its request and makes the pool replace every connection it holds, as any disconnect does.
+PING_AFTER_IDLE_SECONDS = 2.0
+
+
+class ReadOnlySessionError(RuntimeError):
+    """A read-only unit of work (a GET's) was asked to write."""
+
+
 class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         parsed = make_url(url)
@@ -72,14 +86,34 @@ class Database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+            kwargs.update(pool_size=10, max_overflow=10)
         self.url = url
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            pool = self.engine.sync_engine.pool
+            event.listen(pool, "connect", _mark_idle)
+            event.listen(pool, "checkin", _mark_idle)
+            event.listen(pool, "checkout", _ping_if_idle)
         self.sync_session_class: type[Session] = type("DatabaseSession", (Session,), {})
         self.sessions = async_sessionmaker(
             self.engine, expire_on_commit=False, sync_session_class=self.sync_session_class
+        )
+        # Reads outside an explicit transaction: on PostgreSQL each statement is then one
+        # round trip instead of BEGIN, the statement and COMMIT. Under READ COMMITTED every
+        # statement already saw its own snapshot, so a read sees nothing it would not have
+        # seen in a transaction. SQLite's driver opens no transaction for reads anyway.
+        read_session_class: type[Session] = type(
+            "ReadOnlyDatabaseSession", (self.sync_session_class,), {}
+        )
+        event.listen(read_session_class, "before_flush", _refuse_writes)
+        self.read_sessions = async_sessionmaker(
+            self.engine
+            if self.is_sqlite
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT"),
+            expire_on_commit=False,
+            sync_session_class=read_session_class,
         )
 
     @contextlib.asynccontextmanager
@@ -100,6 +134,13 @@ class Database:
                 await session.rollback()
                 raise
 
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A session that only reads (a GET's, a HEAD's): no explicit transaction, and a
+        flush of any change raises ReadOnlySessionError instead of writing it."""
+        async with self.read_sessions() as session:
+            yield session
+
     async def ping(self) -> bool:
         try:
             async with self.engine.connect() as connection:
@@ -110,6 +151,25 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _mark_idle(_dbapi_connection: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    if time.monotonic() - record.info.get("idle_since", 0.0) < PING_AFTER_IDLE_SECONDS:
+        return
+    try:
+        dbapi_connection.ping()
+    except Exception as exc:
+        # The pool discards this connection and hands out another.
+        raise DisconnectionError(str(exc)) from exc
+
+
+def _refuse_writes(session: Session, _context: UOWTransaction, _instances: Any) -> None:
+    if session.new or session.deleted or any(session.is_modified(row) for row in session.dirty):
+        raise ReadOnlySessionError("A read-only request tried to write")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -1,10 +1,11 @@
 """The dependencies every service's routes use, as `Annotated` aliases.
 
 `SessionDep` is the request's unit of work: committed when the handler returns, rolled
-back when it raises, before the response is sent. Routes and services never commit.
+back when it raises, before the response is sent. Routes and services never commit. A GET,
+HEAD or OPTIONS request's session only reads (`Database.reading`).
 """
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
@@ -17,15 +18,19 @@ from shared.service import Collaborators
 CollaboratorsT = TypeVar("CollaboratorsT", bound=Collaborators[Any])
 
 
-def get_collaborators(request: Request) -> Collaborators[Any]:
+# Dependencies are `async def` even when they await nothing: FastAPI runs a plain `def` one
+# in its thread pool, a thread hop on every request.
+async def get_collaborators(request: Request) -> Collaborators[Any]:
     collaborators: Collaborators[Any] = request.app.state.collaborators
     return collaborators
 
 
-def collaborators_of(kind: type[CollaboratorsT]) -> Callable[[Request], CollaboratorsT]:
+def collaborators_of(
+    kind: type[CollaboratorsT],
+) -> Callable[[Request], Awaitable[CollaboratorsT]]:
     """A dependency giving a service's own collaborators, typed as that service's class."""
 
-    def dependency(request: Request) -> CollaboratorsT:
+    async def dependency(request: Request) -> CollaboratorsT:
         collaborators = request.app.state.collaborators
         assert isinstance(collaborators, kind)
         return collaborators
@@ -36,8 +41,17 @@ def collaborators_of(kind: type[CollaboratorsT]) -> Callable[[Request], Collabor
 CollaboratorsDep = Annotated[Collaborators[Any], Depends(get_collaborators)]
 
 
-async def request_session(collaborators: CollaboratorsDep) -> AsyncIterator[AsyncSession]:
-    async with collaborators.database.unit_of_work() as session:
+# Methods that must not change anything (RFC 9110 "safe"): their session only reads.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def request_session(request: Request) -> AsyncIterator[AsyncSession]:
+    database = (await get_collaborators(request)).database
+    if request.method in SAFE_METHODS:
+        async with database.reading() as session:
+            yield session
+        return
+    async with database.unit_of_work() as session:
         yield session
 
 

@@ -1,20 +1,63 @@
-"""Liveness, readiness and Prometheus metrics, the same in every service."""
+"""Liveness, readiness and Prometheus metrics, the same in every service.
 
+`/health` says that the process answers, which version of Lyceum it runs and how long it
+has been up; the gateway's `GET /status` gathers it from every service."""
+
+import functools
+import os
+import time
 from collections.abc import Awaitable, Callable
+from importlib import metadata
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from shared import metrics
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
+PACKAGE = "lyceum"
+UNKNOWN_VERSION = "unknown"
+
+# When this process started, as near as it can tell: the module is imported at start-up.
+_started = time.monotonic()
+
+
+@functools.cache
+def _package_version() -> str:
+    try:
+        return metadata.version(PACKAGE)
+    except metadata.PackageNotFoundError:
+        return UNKNOWN_VERSION
+
+
+def version() -> str:
+    """`LYCEUM_VERSION` when set (an image built from a tag, say), else the installed
+    package's version."""
+    return os.environ.get("LYCEUM_VERSION", "").strip() or _package_version()
+
+
+def uptime_seconds() -> float:
+    return round(time.monotonic() - _started, 3)
+
+
+class Liveness(BaseModel):
+    status: str = Field(examples=["ok"])
+    version: str = Field(description="The version of Lyceum this process runs")
+    uptime: float = Field(description="Seconds since this process started")
+
+
+def liveness() -> Liveness:
+    return Liveness(status="ok", version=version(), uptime=uptime_seconds())
+
+
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", summary="Liveness")
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get("/health", summary="Liveness, version and uptime")
+async def health() -> Liveness:
+    return liveness()
 
 
 @router.get("/ready", summary="Readiness: the service's database and event bus answer")

@@ -18,8 +18,8 @@ The schemas are corrected where Pydantic's JSON schema says less than its valida
 a constraint on a type with its own validator (`Field(ge=1)` on `shared.fields.Integer`) keeps
 Pydantic's name (`ge`), which JSON Schema does not know, so it becomes `minimum`; a field
 that cannot be null (`shared.fields.Omittable`) loses the `default: null` that stands for
-"left out"; an email (`format: email`, Pydantic's `EmailStr`) gets the pattern of the
-special-use domains that email-validator refuses (`.test`, `.local`, ...).
+"left out"; an email (`format: email`) gets the pattern of the addresses `shared.emails`
+accepts.
 
 A route that answers more than that says so with FastAPI's `responses=`, for example
 `@router.post("/login", responses=error_responses(401, 403))`: the answer gets the envelope
@@ -30,8 +30,9 @@ import copy
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from fastapi import FastAPI
+
+from shared import emails
 
 ENVELOPE_REF = "#/components/schemas/ErrorEnvelope"
 WRITE_METHODS = {"post", "put", "patch", "delete"}
@@ -49,29 +50,10 @@ CONSTRAINT_KEYWORDS = {
 }
 
 
-def _any_case(word: str) -> str:
-    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
-
-
-# What email-validator (Pydantic's EmailStr) accepts, as a pattern: a dot-atom local part of
-# at most 64 characters, and a domain of at least two labels (no hyphens in the 3rd and 4th
-# places, as IDNA says), whose last label ends with a letter and is not a special-use name
-# (`.test`, `.local`, ...). It accepts internationalised addresses too; the document
-# promises the ASCII ones.
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_LABEL = r"(?![A-Za-z0-9]{2}--)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_TOP_LABEL = r"(?![A-Za-z0-9]{2}--)(?:[A-Za-z0-9][A-Za-z0-9-]{0,61})?[A-Za-z]"
-_SPECIAL_USE = "|".join(_any_case(name) for name in SPECIAL_USE_DOMAIN_NAMES)
-EMAIL_PATTERN = (
-    rf"^(?=[^@]{{1,64}}@){_ATOM}(?:\.{_ATOM})*@"
-    rf"(?!(?:[^@]*\.)?(?:{_SPECIAL_USE})$)(?:{_LABEL}\.)+{_TOP_LABEL}$"
-)
-EMAIL_MAX_LENGTH = 254
-EMAIL_DESCRIPTION = (
-    "An email address; special-use domains ("
-    + ", ".join(f".{name}" for name in SPECIAL_USE_DOMAIN_NAMES)
-    + ") are refused"
-)
+# An email (`format: email`, `shared.emails.Email`) is described by the one rule's pattern.
+EMAIL_PATTERN = emails.PATTERN
+EMAIL_MAX_LENGTH = emails.MAX_LENGTH
+EMAIL_DESCRIPTION = emails.DESCRIPTION
 
 ERROR_DESCRIPTIONS = {
     400: "VALIDATION_ERROR: a parameter or the body is not valid (`details` names the field)",

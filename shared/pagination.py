@@ -27,7 +27,7 @@ class PageParams:
         return (self.page - 1) * self.per_page
 
 
-def page_params(
+async def page_params(
     page: int = Query(1, ge=1, le=MAX_PAGE, description="Page number, from 1"),
     per_page: int | None = Query(None, ge=1, le=MAX_PER_PAGE, description="Items per page"),
     page_size: int | None = Query(None, ge=1, le=MAX_PER_PAGE, description="Alias of per_page"),

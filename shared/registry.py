@@ -164,13 +164,22 @@ AUTH = Service(
         "POST /auth/refresh",
         "GET /auth/.well-known/jwks.json",
         "POST /auth/oauth2/token",
+        "POST /auth/verify-email",
+        "POST /auth/password/forgot",
+        "POST /auth/password/reset",
+        "POST /auth/email/confirm",
     ),
     auth_rate_limited_routes=_routes(
         "POST /auth/register",
         "POST /auth/login",
         "POST /auth/refresh",
         "POST /auth/oauth2/token",
+        "POST /auth/verify-email",
+        "POST /auth/password/forgot",
+        "POST /auth/password/reset",
+        "POST /auth/email/confirm",
     ),
+    admin_routes=_routes("POST /auth/accounts"),
 )
 
 USERS = Service(

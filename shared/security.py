@@ -37,6 +37,16 @@ class Identity:
     def has_role(self, *roles: str) -> bool:
         return any(role in self.roles for role in roles)
 
+    @property
+    def issued_at(self) -> float:
+        """`iat`, fractional: see shared.revocation."""
+        return float(self.claims["iat"])
+
+    @property
+    def long_lived(self) -> bool:
+        """An API token (valid up to a year), which never passes unchecked."""
+        return self.claims.get("token_use") == "api"
+
 
 class KeySource(Protocol):
     async def get_key(self, kid: str) -> Any | None: ...
@@ -136,26 +146,39 @@ class TokenVerifier:
         self._cache_seconds = cache_seconds
 
     async def verify(self, token: str) -> Identity:
+        """The token's identity: signature, claims, and that it is not revoked."""
+        identity = await self.verify_claims(token)
+        await self.check_revocation(identity)
+        return identity
+
+    async def verify_claims(self, token: str) -> Identity:
+        """Signature and claims only: the caller must then check revocation (the gateway
+        does it in the round trip of its rate limit)."""
         cached = self._verified.get(token)
         if cached is not None and cached[1] > time.time():
-            identity = cached[0]
-        else:
-            identity = await self._verify_signature_and_claims(token)
-            if len(self._verified) >= self._cache_size:
-                self._verified.clear()
-            self._verified[token] = (
-                identity,
-                min(identity.expires_at, time.time() + self._cache_seconds),
-            )
+            return cached[0]
+        identity = await self._verify_signature_and_claims(token)
+        if len(self._verified) >= self._cache_size:
+            self._verified.clear()
+        self._verified[token] = (
+            identity,
+            min(identity.expires_at, time.time() + self._cache_seconds),
+        )
+        return identity
+
+    async def check_revocation(self, identity: Identity) -> None:
         if await self._revocations.is_revoked(
             identity.jti,
             str(identity.user_id),
-            float(identity.claims["iat"]),  # fractional: see shared.revocation
+            identity.issued_at,
             identity.session_id,
-            long_lived=identity.claims.get("token_use") == "api",
+            long_lived=identity.long_lived,
         ):
             raise InvalidToken("Token has been revoked")
-        return identity
+
+    @property
+    def revocations(self) -> RevocationStore:
+        return self._revocations
 
     async def _verify_signature_and_claims(self, token: str) -> Identity:
         try:

@@ -32,7 +32,7 @@ from shared.request_id import RequestIdMiddleware
 from shared.revocation import MemoryRevocationStore, RevocationStore, revocation_store
 from shared.security import JwksKeySource, KeySource, TokenVerifier
 from shared.settings import ServiceSettings
-from shared.telemetry import configure_tracing
+from shared.telemetry import TraceContextMiddleware, configure_tracing
 
 log = get_logger(__name__)
 
@@ -119,7 +119,6 @@ def create_service_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(definition.name, settings.log_level, settings.log_format)
-        configure_tracing(definition.name)
         collaborators = definition.collaborators(settings)
         await collaborators.start()
         app.state.collaborators = collaborators
@@ -155,6 +154,7 @@ def create_service_app(
         finally:
             await collaborators.stop()
 
+    configure_tracing(definition.name)
     app = FastAPI(title=definition.title, version="1.0.0", lifespan=lifespan)
     app.state.settings = settings
     # Inside the error envelope and the request id, outside the routes' body parsing.
@@ -166,6 +166,7 @@ def create_service_app(
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(RequestIdMiddleware, service=definition.name)
+    app.add_middleware(TraceContextMiddleware)
     app.include_router(health_router)
     for router in definition.routers:
         app.include_router(router)
@@ -177,6 +178,17 @@ def create_service_app(
 # so that the proxy never sends a request down a connection the server is closing.
 KEEP_ALIVE_SECONDS = 75
 
+# How every Lyceum process runs uvicorn (uvloop and httptools, uvicorn's "auto" choices,
+# when installed); the access log is RequestIdMiddleware's, not uvicorn's.
+UVICORN_OPTIONS: dict[str, Any] = {
+    "log_config": None,
+    "access_log": False,
+    "proxy_headers": False,
+    "server_header": False,
+    "date_header": False,
+    "timeout_keep_alive": KEEP_ALIVE_SECONDS,
+}
+
 
 def serve(factory: str, settings: ServiceSettings, *, workers: int = 1) -> None:
     """Runs one service under uvicorn; `factory` is the "module:create_app" path."""
@@ -186,10 +198,5 @@ def serve(factory: str, settings: ServiceSettings, *, workers: int = 1) -> None:
         host=settings.host,
         port=settings.port,
         workers=workers,
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        **UVICORN_OPTIONS,
     )

@@ -22,12 +22,14 @@ from redis.asyncio import Redis
 
 from shared.registry import SERVICES
 from shared.testing import Stack, TcpProxy, wait_until
+from tests.mail_server import MailServer
 from tests.processes import kill, leftover_processes, mark_test_run
 from tests.s3_server import ACCESS_KEY as S3_ACCESS_KEY
 from tests.s3_server import SECRET_KEY as S3_SECRET_KEY
 from tests.s3_server import S3Server
 
-ADMIN_EMAIL = "admin@example.com"
+# At a special-use domain, as operators set it in development: it must be able to log in.
+ADMIN_EMAIL = "admin@lyceum.test"
 ADMIN_PASSWORD = "admin-password-for-tests"
 POSTGRES = ("127.0.0.1", 5432)
 REDIS = ("127.0.0.1", 6379)
@@ -77,6 +79,9 @@ class Stacks:
         self.started: dict[str, Stack] = {}
         self.proxies: list[TcpProxy] = []
         self.s3_servers: list[S3Server] = []
+        # One SMTP server for every stack: the tests tell their mail apart by address.
+        self.mail = MailServer()
+        self._mail_started = False
 
     def get(self, mode: str) -> Stack:
         if mode not in self.started:
@@ -106,7 +111,22 @@ class Stacks:
             "DOCUMENTS_USER_QUOTA_BYTES": str(3 * 1024 * 1024),
             # The offline model streams word by word; quick enough for many replies.
             "CHAT_DEV_WORD_DELAY_SECONDS": "0.002",
+            # Auth looks for a Redis that lost the revocations every second, not every five.
+            "REVOCATION_CHECK_SECONDS": "1",
         }
+        env.update(
+            SMTP_URL=self.mail.url,
+            MAIL_POLL_SECONDS="0.5",
+            MAIL_RETRY_MAX_SECONDS="1",
+            # An address is locked after 5 failed logins, for 2 s (4 s the next time): tests
+            # wait out a lockout quickly; the suites log in many times, with fresh accounts.
+            LOGIN_MAX_FAILURES="5",
+            LOGIN_LOCKOUT_SECONDS="2",
+            LOGIN_LOCKOUT_MAX_SECONDS="4",
+        )
+        if not self._mail_started:
+            self.mail.start()
+            self._mail_started = True
         stack = Stack(mode=mode, workdir=self.workdir / mode, env_overrides=env)
         if mode == "full":
             require_dependencies()
@@ -143,6 +163,7 @@ class Stacks:
             proxy.stop()
         for server in self.s3_servers:
             server.stop()
+        self.mail.stop()
 
 
 async def _clean_full_stack(stack: Stack) -> None:
@@ -208,6 +229,12 @@ def stack(request: pytest.FixtureRequest, stacks: Stacks) -> Stack:
 @pytest.fixture(scope="session")
 def full_stack(stacks: Stacks) -> Stack:
     return stacks.get("full")
+
+
+@pytest.fixture(scope="session")
+def mailbox(stacks: Stacks) -> MailServer:
+    """The SMTP server every stack sends its mail to."""
+    return stacks.mail
 
 
 @pytest.fixture

@@ -1,1 +1,2 @@
-"""Credentials, tokens, JWKS, logout and revocation."""
+"""Credentials, tokens, JWKS, logout and revocation, and the mail that verifies an address
+or recovers a password."""

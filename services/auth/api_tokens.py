@@ -14,7 +14,7 @@ from services.auth.settings import AuthSettings
 from services.auth.tokens import TokenIssuer
 from shared.db import utcnow
 from shared.errors import PermissionDenied
-from shared.revocation import RevocationStore
+from shared.revocation import Denial, RevocationStore
 
 MAX_TTL_DAYS = 365
 MAX_TTL_SECONDS = MAX_TTL_DAYS * 24 * 3600
@@ -81,15 +81,13 @@ async def revoke_account_tokens(
 
 async def republish_revocations(session: AsyncSession, revocations: RevocationStore) -> int:
     """Puts every revoked, unexpired API token back into the revocation store, so that a
-    flushed or replaced Redis cannot bring one back to life."""
-    records = (
-        await session.scalars(
-            select(ApiToken).where(ApiToken.revoked_at.is_not(None), ApiToken.expires_at > utcnow())
-        )
-    ).all()
-    for record in records:
-        await revocations.revoke_token(str(record.id), int(record.expires_at.timestamp()))
-    return len(records)
+    flushed or replaced Redis cannot bring one back to life (see `revocations.republish`)."""
+    records = await session.scalars(
+        select(ApiToken).where(ApiToken.revoked_at.is_not(None), ApiToken.expires_at > utcnow())
+    )
+    return await revocations.restore(
+        Denial("jti", str(record.id), record.expires_at.timestamp()) for record in records
+    )
 
 
 def verify_window_seconds(settings: AuthSettings) -> int:

@@ -1,15 +1,16 @@
-"""What auth publishes (`user.created`) and learns from users (`user.updated`, `user.deleted`)."""
+"""What auth publishes (`user.created`, `user.email_verified`, `user.email_changed`,
+`user.password_changed`) and learns from users (`user.updated`, `user.deleted`)."""
 
 # The handlers are typed with the service's collaborators, whose start-up records
 # `user.created` through this module: the annotations are not evaluated at import.
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.auth import api_tokens
+from services.auth import api_tokens, revocations
 from services.auth.models import Account, OutboxEvent
 from shared.events.cloudevents import CloudEvent
 from shared.events.consumer import DomainHandler
@@ -27,11 +28,44 @@ def user_data(account: Account) -> dict[str, Any]:
         "email": account.email,
         "name": account.name,
         "role": account.role,
+        "email_verified": account.email_verified,
     }
 
 
 def record_user_created(session: AsyncSession, account: Account) -> None:
     outbox.add(session, "user.created", f"users/{account.id}", user_data(account))
+
+
+def record_email_verified(session: AsyncSession, account: Account) -> None:
+    outbox.add(
+        session,
+        "user.email_verified",
+        f"users/{account.id}",
+        {"id": str(account.id), "email": account.email},
+    )
+
+
+def record_email_changed(session: AsyncSession, account: Account, previous_email: str) -> None:
+    outbox.add(
+        session,
+        "user.email_changed",
+        f"users/{account.id}",
+        {"id": str(account.id), "email": account.email, "previous_email": previous_email},
+    )
+
+
+PasswordChange = Literal["change", "reset", "set"]
+
+
+def record_password_changed(
+    session: AsyncSession, account: Account, reason: PasswordChange
+) -> None:
+    outbox.add(
+        session,
+        "user.password_changed",
+        f"users/{account.id}",
+        {"id": str(account.id), "reason": reason},
+    )
 
 
 async def on_user_updated(
@@ -61,10 +95,7 @@ async def deny_tokens_issued_until_now(
     now are denied (for as long as one can live) and API tokens are revoked. Refresh tokens
     stay: the access tokens they give from now on carry the account as it is."""
     await api_tokens.revoke_account_tokens(session, auth.revocations, account_id)
-    await auth.revocations.revoke_user(
-        str(account_id),
-        auth.settings.access_token_ttl_seconds + auth.settings.jwt_leeway_seconds,
-    )
+    await revocations.deny_user(session, auth.revocations, account_id, auth.settings)
 
 
 async def on_user_deleted(

@@ -13,6 +13,7 @@ import jwt
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.auth.errors import EmailNotVerified
 from services.auth.keys import ALGORITHM, SigningKeys
 from services.auth.models import Account, RefreshToken
 from services.auth.settings import AuthSettings
@@ -88,6 +89,7 @@ class TokenIssuer:
             "exp": expires_at,
             "jti": jti,
             "roles": [account.role],
+            "email_verified": account.email_verified,
             **(extra_claims or {}),
         }
         value = jwt.encode(claims, private_key, algorithm=ALGORITHM, headers={"kid": kid})
@@ -102,8 +104,14 @@ class TokenIssuer:
         )
         return signed.value
 
-    async def start_session(self, session: AsyncSession, account: Account) -> IssuedTokens:
-        tokens = await self._issue(session, account, family_id=uuid.uuid4())
+    async def start_session(
+        self, session: AsyncSession, account: Account, *, require_verified: bool = False
+    ) -> IssuedTokens:
+        """A new login; `require_verified` refuses an account whose address is not verified
+        (403 EMAIL_NOT_VERIFIED)."""
+        tokens = await self._issue(
+            session, account, family_id=uuid.uuid4(), require_verified=require_verified
+        )
         if tokens is None:
             raise PermissionDenied("Account is disabled")
         return tokens
@@ -137,7 +145,12 @@ class TokenIssuer:
                 account = await session.get(Account, token.account_id)
                 tokens = None
                 if account is not None:
-                    tokens = await self._issue(session, account, family_id=token.family_id)
+                    tokens = await self._issue(
+                        session,
+                        account,
+                        family_id=token.family_id,
+                        require_verified=self._settings.require_verified_email,
+                    )
                 if tokens is None:
                     raise InvalidToken("Account is disabled")
                 return tokens
@@ -163,10 +176,15 @@ class TokenIssuer:
         )
 
     async def _issue(
-        self, session: AsyncSession, account: Account, family_id: uuid.UUID
+        self,
+        session: AsyncSession,
+        account: Account,
+        family_id: uuid.UUID,
+        *,
+        require_verified: bool = False,
     ) -> IssuedTokens | None:
         """A new refresh token in the family and an access token; None if the account is
-        disabled.
+        disabled, EmailNotVerified if `require_verified` and its address is not verified.
 
         The account is read again after the refresh token is written and under FOR SHARE,
         so that the access token carries the account as it is at its `iat`: a concurrent
@@ -186,6 +204,8 @@ class TokenIssuer:
         await session.refresh(account, with_for_update={"read": True})
         if not account.is_active:
             return None
+        if require_verified and not account.email_verified:
+            raise EmailNotVerified("Confirm your email address first: follow the link we sent")
         return IssuedTokens(
             access_token=await self.access_token(account, family_id),
             refresh_token=refresh_token,

@@ -1,6 +1,7 @@
 import uuid
+from typing import Any
 
-from sqlalchemy import Boolean, String, Text, Uuid
+from sqlalchemy import JSON, Boolean, ForeignKey, String, Text, Uuid, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import TimestampMixin, new_metadata
@@ -13,7 +14,11 @@ class Base(DeclarativeBase):
 
 
 class Profile(TimestampMixin, Base):
-    """A user's profile; its id is the account id that auth announced in `user.created`."""
+    """A user's profile; its id is the account id that auth announced in `user.created`.
+
+    `email` is the account's confirmed address: it changes when auth says so
+    (`user.email_changed`), and until then an address waiting for its owner's confirmation
+    is `pending_email`."""
 
     __tablename__ = "profiles"
 
@@ -24,6 +29,22 @@ class Profile(TimestampMixin, Base):
     bio: Mapped[str | None] = mapped_column(Text)
     avatar_url: Mapped[str | None] = mapped_column(String(2048))
     is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    email_verified: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+    pending_email: Mapped[str | None] = mapped_column(String(320))
+
+
+class Preferences(TimestampMixin, Base):
+    """The preferences a user has set (only those: the others are the defaults); gone with
+    the profile."""
+
+    __tablename__ = "preferences"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True
+    )
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
 
 
 class OutboxEvent(OutboxMixin, Base):

@@ -1,6 +1,11 @@
-"""Sends due deliveries from the database: claims them (SKIP LOCKED, so that several webhook
-processes never send the same attempt), posts them concurrently with a per-endpoint limit,
-records each attempt and schedules the next. Nothing waits in memory for a retry.
+"""Sends due deliveries from the database: claims them in batches (one `UPDATE … RETURNING`
+whose rows are picked with SKIP LOCKED, so that several webhook processes never send the
+same attempt), posts them concurrently with a per-endpoint limit, records the attempts
+and schedules the next. Nothing waits in memory for a retry.
+
+Successful attempts are recorded together: those that end while a batch is being written
+go in the next one, in one transaction. Failures, and the first success of a failing
+endpoint, are recorded one by one, since they may change the endpoint too.
 
 Fairness: each endpoint has at most `WEBHOOK_ENDPOINT_CONCURRENCY` attempts in flight; an
 endpoint that is failing (every attempt since its last success failed, e.g. timed out) at
@@ -10,18 +15,20 @@ answer cannot hold every slot."""
 
 import asyncio
 import contextlib
-import functools
 import os
 import socket
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Executable, insert, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.webhooks import statements
 from services.webhooks.events import DELIVERIES_DUE, record_endpoint_disabled
 from services.webhooks.models import (
     FAILED,
@@ -30,7 +37,6 @@ from services.webhooks.models import (
     Attempt,
     Delivery,
     Endpoint,
-    Message,
 )
 from services.webhooks.sender import AttemptResult, Sender, describe
 from services.webhooks.settings import WebhooksSettings
@@ -44,6 +50,8 @@ log = get_logger(__name__)
 
 # Names this process in the attempt log lines (`webhook_attempt`), which only a sender writes.
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
+# Successful attempts recorded in one transaction, at most.
+RECORD_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -58,11 +66,25 @@ class Job:
     endpoint_failing: bool
 
 
+@dataclass(frozen=True, eq=False)
+class Outcome:
+    job: Job
+    attempted_at: datetime
+    result: AttemptResult
+
+
 def signing_secrets(endpoint: Endpoint, now: datetime) -> list[str]:
-    expires = endpoint.previous_secret_expires_at
-    if endpoint.previous_secret and expires is not None and expires > now:
-        return [endpoint.secret, endpoint.previous_secret]
-    return [endpoint.secret]
+    return secrets_in_force(
+        endpoint.secret, endpoint.previous_secret, endpoint.previous_secret_expires_at, now
+    )
+
+
+def secrets_in_force(
+    secret: str, previous: str | None, previous_expires: datetime | None, now: datetime
+) -> list[str]:
+    if previous and previous_expires is not None and previous_expires > now:
+        return [secret, previous]
+    return [secret]
 
 
 class Dispatcher:
@@ -78,16 +100,31 @@ class Dispatcher:
             settings.webhook_failing_endpoint_concurrency, settings.webhook_endpoint_concurrency
         )
         self._failing_concurrency = settings.failing_concurrency()
+        self._claim_on_postgresql = None
+        self._record_on_postgresql = None
+        if not database.is_sqlite:
+            self._claim_on_postgresql = statements.claim_on_postgresql(
+                self._endpoint_concurrency, self._failing_endpoint_concurrency
+            )
+            self._record_on_postgresql = statements.record_successes_on_postgresql()
+        # While attempts are in flight, a claim waits for this many free slots: one
+        # statement for many deliveries rather than one per attempt that ends.
+        self._smallest_claim = max(1, self._concurrency // 4)
         self._sender = Sender(
             parse_networks(settings.webhook_allowed_networks),
             settings.webhook_attempt_timeout_seconds,
             settings.webhook_response_body_limit,
             resolver,
-            keepalive_per_host=settings.webhook_endpoint_concurrency,
+            connections=settings.webhook_concurrency,
         )
+        # Attempts being sent (not those only waiting to be recorded): all, per endpoint,
+        # and to failing endpoints.
+        self._sending = 0
         self._in_flight: Counter[uuid.UUID] = Counter()
         self._failing_in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._unrecorded: list[tuple[Outcome, asyncio.Future[bool]]] = []
+        self._recorder: asyncio.Task[None] | None = None
         self._loop = WakeOnCommitLoop(
             database,
             DELIVERIES_DUE,
@@ -106,6 +143,10 @@ class Dispatcher:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._recorder is not None:
+            # What was sent is recorded rather than sent again once its claim lapses.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._recorder), 10)
         await self._sender.close()
 
     async def _dispatch_all_due(self) -> None:
@@ -114,125 +155,80 @@ class Dispatcher:
 
     async def _dispatch_due(self) -> bool:
         """Starts what is due and fits; returns whether more may be waiting."""
-        free = self._concurrency - len(self._tasks)
-        if free <= 0:
+        # Attempts waiting to be recorded count too, so that a slow database holds up
+        # claims instead of piling up outcomes in memory.
+        free = min(self._concurrency - self._sending, 2 * self._concurrency - len(self._tasks))
+        if free <= 0 or (free < self._smallest_claim and self._sending):
             return False
         jobs = await self._claim(free)
         for job in jobs:
+            self._sending += 1
             self._in_flight[job.endpoint_id] += 1
             self._failing_in_flight += int(job.endpoint_failing)
             task = asyncio.create_task(self._attempt(job))
             self._tasks.add(task)
-            task.add_done_callback(functools.partial(self._finished, job))
+            task.add_done_callback(self._finished)
         return len(jobs) == free
 
-    def _finished(self, job: Job, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+    def _sent(self, job: Job) -> None:
+        self._sending -= 1
         self._in_flight[job.endpoint_id] -= 1
         if self._in_flight[job.endpoint_id] <= 0:
             del self._in_flight[job.endpoint_id]
         self._failing_in_flight -= int(job.endpoint_failing)
         self._loop.wake()
 
-    def _due(self, now: datetime, failing: bool, cap: int) -> Select[Delivery]:
-        """Due deliveries of healthy (or failing) endpoints, at most `cap` per endpoint
-        counting those in flight here, earliest first."""
-        busy = [endpoint_id for endpoint_id, count in self._in_flight.items() if count >= cap]
-        failing_filter = (
-            Endpoint.failing_since.is_not(None) if failing else Endpoint.failing_since.is_(None)
-        )
-        ranked = (
-            select(
-                Delivery.id,
-                func.row_number()
-                .over(partition_by=Delivery.endpoint_id, order_by=Delivery.next_attempt_at)
-                .label("rank"),
-            )
-            .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
-            .where(
-                Delivery.status == PENDING,
-                Delivery.next_attempt_at <= now,
-                Endpoint.enabled,
-                failing_filter,
-            )
-        )
-        if busy:
-            ranked = ranked.where(Delivery.endpoint_id.not_in(busy))
-        candidates = ranked.subquery()
-        # The due conditions again on the locked rows themselves: PostgreSQL re-checks them
-        # against a row that another worker claimed (and moved on) meanwhile, but not the
-        # subquery's.
-        query = (
-            select(Delivery)
-            .where(
-                Delivery.id.in_(select(candidates.c.id).where(candidates.c.rank <= cap)),
-                Delivery.status == PENDING,
-                Delivery.next_attempt_at <= now,
-            )
-            .order_by(Delivery.next_attempt_at)
-        )
-        if not self._database.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
-        return query
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._loop.wake()
 
     async def _claim(self, limit: int) -> list[Job]:
         now = utcnow()
+        token = uuid.uuid4()  # one per claim: a later claim of any of these rows has another
         failing_room = max(0, self._failing_concurrency - self._failing_in_flight)
-        # Read, then claim what was read: one writer at a time (SQLite's write lock; the
-        # rows' SKIP LOCKED locks on PostgreSQL, where other workers claim other rows).
-        async with self._database.unit_of_work(write_lock=True) as session:
-            chosen: list[Delivery] = []
-            # Healthy endpoints first, then failing ones within their own, smaller budget.
-            for failing, cap, budget in (
-                (False, self._endpoint_concurrency, limit),
-                (True, self._failing_endpoint_concurrency, failing_room),
-            ):
-                budget = min(budget, limit - len(chosen))
-                if budget <= 0:
-                    continue
-                query = self._due(now, failing, cap).limit(budget)
-                deliveries = (await session.scalars(query)).all()
-                room = Counter(
-                    {d.endpoint_id: cap - self._in_flight[d.endpoint_id] for d in deliveries}
-                )
-                for delivery in deliveries:
-                    if room[delivery.endpoint_id] > 0:
-                        room[delivery.endpoint_id] -= 1
-                        chosen.append(delivery)
-            if not chosen:
-                return []
-            for delivery in chosen:
-                delivery.next_attempt_at = now + self._lease
-                delivery.claim_token = uuid.uuid4()
-            endpoints = {
-                e.id: e
-                for e in await session.scalars(
-                    select(Endpoint).where(Endpoint.id.in_({d.endpoint_id for d in chosen}))
-                )
-            }
-            rows = await session.execute(
-                select(Message.id, Message.body).where(
-                    Message.id.in_({d.message_id for d in chosen})
-                )
+        values: dict[str, Any] = {
+            "now": now,
+            "token": token,
+            "until": now + self._lease,
+            "limit": limit,
+            "failing_limit": min(limit, failing_room),
+        }
+        rows: Sequence[Any]
+        if self._claim_on_postgresql is not None:
+            values["busy_endpoints"] = list(self._in_flight)
+            values["busy_counts"] = list(self._in_flight.values())
+            rows = await self._alone(self._claim_on_postgresql, values)
+        else:
+            claim = statements.claim_on_sqlite(
+                self._in_flight, self._endpoint_concurrency, self._failing_endpoint_concurrency
             )
-            bodies = dict(rows.all())
-            jobs = []
-            for d in chosen:
-                assert d.claim_token is not None
-                endpoint = endpoints[d.endpoint_id]
-                jobs.append(
-                    Job(
-                        delivery_id=d.id,
-                        claim_token=d.claim_token,
-                        endpoint_id=d.endpoint_id,
-                        url=endpoint.url,
-                        signing_secrets=signing_secrets(endpoint, now),
-                        message_id=d.message_id,
-                        body=bodies[d.message_id],
-                        endpoint_failing=endpoint.failing_since is not None,
-                    )
-                )
-            return jobs
+            # No row locks: the write lock taken first keeps other claims out meanwhile.
+            async with self._database.unit_of_work(write_lock=True) as session:
+                claimed = list((await session.scalars(claim, values)).all())
+                if not claimed:
+                    return []
+                rows = (await session.execute(statements.jobs_of(claimed))).all()
+        return [
+            Job(
+                delivery_id=row.id,
+                claim_token=token,
+                endpoint_id=row.endpoint_id,
+                url=row.url,
+                signing_secrets=secrets_in_force(
+                    row.secret, row.previous_secret, row.previous_secret_expires_at, now
+                ),
+                message_id=row.message_id,
+                body=row.body,
+                endpoint_failing=row.failing_since is not None,
+            )
+            for row in rows
+        ]
+
+    async def _alone(self, statement: Executable, values: dict[str, Any]) -> Sequence[Any]:
+        """One statement as a transaction of its own: no BEGIN and COMMIT round trips."""
+        async with self._database.engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            return (await connection.execute(statement, values)).all()
 
     async def _attempt(self, job: Job) -> None:
         attempted_at = utcnow()
@@ -247,6 +243,26 @@ class Dispatcher:
             )
             elapsed = int((time.monotonic() - started) * 1000)
             result = AttemptResult(None, None, elapsed, describe(exc))
+        finally:
+            self._sent(job)
+        outcome = Outcome(job, attempted_at, result)
+        batched = result.succeeded and not job.endpoint_failing
+        recorded = batched and await self._record_with_others(outcome)
+        if not recorded and not await self._record_alone(outcome):
+            return
+        log.info(
+            "webhook_attempt",
+            delivery_id=str(job.delivery_id),
+            message_id=job.message_id,
+            endpoint_id=str(job.endpoint_id),
+            worker=WORKER,
+            status=result.status,
+            error=result.error,
+            duration_ms=result.duration_ms,
+        )
+
+    async def _record_alone(self, outcome: Outcome) -> bool:
+        job, attempted_at, result = outcome.job, outcome.attempted_at, outcome.result
         try:
             await self._record(job, attempted_at, result)
         except Exception:
@@ -261,27 +277,69 @@ class Dispatcher:
             except Exception:
                 # The claim lapses and another attempt follows: at least once, never lost.
                 log.exception("webhook_attempt_not_recorded", delivery_id=str(job.delivery_id))
-                return
-        log.info(
-            "webhook_attempt",
-            delivery_id=str(job.delivery_id),
-            message_id=job.message_id,
-            endpoint_id=str(job.endpoint_id),
-            worker=WORKER,
-            status=result.status,
-            error=result.error,
-            duration_ms=result.duration_ms,
-        )
+                return False
+        return True
+
+    async def _record_with_others(self, outcome: Outcome) -> bool:
+        """Records a success in the next batch; False when that did not record it (the
+        claim was lost, the delivery is gone, or the batch failed)."""
+        recorded = asyncio.get_running_loop().create_future()
+        self._unrecorded.append((outcome, recorded))
+        if self._recorder is None:
+            self._recorder = asyncio.create_task(self._record_batches())
+        result: bool = await recorded
+        return result
+
+    async def _record_batches(self) -> None:
+        try:
+            while self._unrecorded:
+                batch = self._unrecorded[:RECORD_BATCH]
+                del self._unrecorded[:RECORD_BATCH]
+                try:
+                    recorded = await self._record_successes([outcome for outcome, _ in batch])
+                except Exception:
+                    log.exception("webhook_attempts_not_recorded", count=len(batch))
+                    recorded = set()
+                for outcome, future in batch:
+                    if not future.done():
+                        future.set_result(outcome in recorded)
+        finally:
+            self._recorder = None
+
+    async def _record_successes(self, outcomes: list[Outcome]) -> set[Outcome]:
+        """Successful attempts of healthy endpoints, in one transaction, each on its
+        delivery only while its claim holds; returns those recorded."""
+        claims: dict[uuid.UUID, Outcome] = {}
+        for outcome in outcomes:
+            claims.setdefault(outcome.job.delivery_id, outcome)  # twice: the other alone
+        attempts = [_attempt_values(o) for o in claims.values()]
+        if self._record_on_postgresql is not None:
+            values: dict[str, Any] = {
+                "ids": list(claims),
+                "tokens": [o.job.claim_token for o in claims.values()],
+            }
+            for name, _ in statements.ATTEMPT_COLUMNS:
+                values[name] = [attempt[name] for attempt in attempts]
+            rows = await self._alone(self._record_on_postgresql, values)
+            return {claims[row.delivery_id] for row in rows}
+        async with self._database.unit_of_work(write_lock=True) as session:
+            pairs = [(o.job.delivery_id, o.job.claim_token) for o in claims.values()]
+            recorded = set(
+                await session.scalars(
+                    statements.succeeded().where(
+                        Delivery.id.in_(claims),
+                        tuple_(Delivery.id, Delivery.claim_token).in_(pairs),
+                    )
+                )
+            )
+            if recorded:
+                await session.execute(
+                    insert(Attempt), [a for a in attempts if a["delivery_id"] in recorded]
+                )
+        return {claims[delivery_id] for delivery_id in recorded}
 
     async def _record(self, job: Job, attempted_at: datetime, result: AttemptResult) -> None:
-        attempt = Attempt(
-            delivery_id=job.delivery_id,
-            attempted_at=attempted_at,
-            response_status=result.status,
-            response_body=result.body,
-            duration_ms=result.duration_ms,
-            error=result.error,
-        )
+        attempt = Attempt(**_attempt_values(Outcome(job, attempted_at, result)))
         async with self._database.unit_of_work(write_lock=True) as session:
             if result.succeeded and not job.endpoint_failing:
                 # The common case, in two statements.
@@ -345,3 +403,15 @@ class Dispatcher:
         if disabled.rowcount == 1:  # type: ignore[attr-defined]
             record_endpoint_disabled(session, endpoint, reason)
             log.warning("webhook_endpoint_disabled", endpoint_id=str(endpoint.id), reason=reason)
+
+
+def _attempt_values(outcome: Outcome) -> dict[str, Any]:
+    result = outcome.result
+    return statements.attempt_values(
+        outcome.job.delivery_id,
+        outcome.attempted_at,
+        result.status,
+        result.body,
+        result.duration_ms,
+        result.error,
+    )

@@ -6,11 +6,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.webhooks.filters import matches_any
-from services.webhooks.models import Delivery, Endpoint, Message, OutboxEvent
+from services.webhooks.models import PENDING, Delivery, Endpoint, Message, OutboxEvent
 from shared.db import utcnow
 from shared.events.cloudevents import CloudEvent
 from shared.events.consumer import DomainHandler
@@ -63,10 +63,35 @@ def add_message(
 async def fan_out(
     session: AsyncSession, event: CloudEvent, _webhooks: "WebhooksCollaborators"
 ) -> None:
-    enabled = (await session.scalars(select(Endpoint).where(Endpoint.enabled))).all()
-    matching = [endpoint for endpoint in enabled if matches_any(endpoint.event_types, event.type)]
-    if matching:
-        add_message(session, event.id, event.type, event.time, event.data, matching)
+    """Rows rather than ORM objects: an event may go to many endpoints."""
+    enabled = await session.execute(
+        select(Endpoint.id, Endpoint.event_types).where(Endpoint.enabled)
+    )
+    matching = [id_ for id_, filters in enabled if matches_any(filters, event.type)]
+    if not matching:
+        return
+    body = webhook_body(event.type, event.time, event.data)
+    now = utcnow()
+    await session.execute(
+        insert(Message).values(id=event.id, event_type=event.type, body=body, created_at=now)
+    )
+    await session.execute(
+        insert(Delivery),
+        [
+            {
+                "id": uuid.uuid4(),
+                "message_id": event.id,
+                "endpoint_id": endpoint_id,
+                "status": PENDING,
+                "attempt_count": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for endpoint_id in matching
+        ],
+    )
+    flag_work(session, DELIVERIES_DUE)
 
 
 def record_endpoint_disabled(session: AsyncSession, endpoint: Endpoint, reason: str) -> None:

@@ -1,7 +1,7 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, Uuid, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shared.db import TimestampMixin, UTCDateTime, new_id, new_metadata, utcnow
@@ -48,7 +48,17 @@ class Delivery(TimestampMixin, Base):
     """One message to one endpoint: pending until an attempt succeeds or retries run out."""
 
     __tablename__ = "deliveries"
-    __table_args__ = (Index("ix_deliveries_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_deliveries_due", "status", "next_attempt_at"),
+        # Each endpoint's due deliveries, for claims that take a few of every endpoint.
+        Index(
+            "ix_deliveries_pending_by_endpoint",
+            "endpoint_id",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
     message_id: Mapped[str] = mapped_column(ForeignKey("messages.id"), nullable=False, index=True)

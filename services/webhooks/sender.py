@@ -1,17 +1,21 @@
 """One HTTP attempt: to the address that passed the safety check, no redirects followed,
 a timeout for the whole attempt, and only the first bytes of the response body kept.
 
+Every attempt of the process goes through one aiohttp session, whose connections are
+kept alive between attempts. A request goes to the checked IP address, with the URL's
+host name as the `Host` header and as the TLS server name; aiohttp keys its pool on that
+server name too, so a connection opened (and its certificate verified) for one host name
+is never reused for another name on the same address.
+
 Whatever goes wrong ends as an `AttemptResult` with an error text: `send` never raises
 (except when cancelled), so that every attempt reaches the attempt log."""
 
 import asyncio
-import contextlib
 import ssl
 import time
-from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import aiohttp
 import httpx
 
 from services.webhooks.url_safety import (
@@ -28,6 +32,9 @@ log = get_logger(__name__)
 
 ERROR_LIMIT = 500  # characters of the attempt log's error column
 USER_AGENT = "Lyceum-Webhooks/1.0"
+# Idle kept-alive connections are closed after this long.
+KEEPALIVE_SECONDS = 5.0
+CHECKED_URLS = 10_000
 
 
 def storable(text: str, limit: int | None = None) -> str:
@@ -54,62 +61,11 @@ class AttemptResult:
         return self.error is None and self.status is not None and 200 <= self.status < 300
 
 
-class HostClients:
-    """One connection pool per (scheme, host name, port). Requests go to the checked IP
-    address, which is what httpx keys its pool on, so a shared pool could hand a
-    connection whose TLS certificate was verified for one host name to a request for
-    another name on the same address. Separate pools rule that out; the least recently
-    used idle pool is closed once there are more than `max_pools`."""
-
-    def __init__(self, timeout_seconds: float, keepalive_per_host: int, max_pools: int) -> None:
-        self._timeout = timeout_seconds
-        self._keepalive = keepalive_per_host
-        self._max_pools = max_pools
-        self._tls: ssl.SSLContext = httpx.create_ssl_context(trust_env=False)
-        self._pools: OrderedDict[tuple[str, str, int], httpx.AsyncClient] = OrderedDict()
-        self._users: Counter[tuple[str, str, int]] = Counter()
-
-    @contextlib.asynccontextmanager
-    async def client(self, target: Target) -> AsyncIterator[httpx.AsyncClient]:
-        key = (target.scheme, target.host, target.port)
-        pool = self._pools.get(key)
-        if pool is None:
-            pool = self._pools[key] = httpx.AsyncClient(
-                follow_redirects=False,
-                timeout=self._timeout,
-                limits=httpx.Limits(
-                    max_connections=None, max_keepalive_connections=self._keepalive
-                ),
-                verify=self._tls,
-                trust_env=False,
-            )
-        self._pools.move_to_end(key)
-        self._users[key] += 1
-        try:
-            yield pool
-        finally:
-            self._users[key] -= 1
-            if self._users[key] <= 0:
-                del self._users[key]
-            await self._close_idle_beyond_limit()
-
-    async def _close_idle_beyond_limit(self) -> None:
-        excess = len(self._pools) - self._max_pools
-        for key in list(self._pools):
-            if excess <= 0:
-                break
-            if key not in self._users:
-                await self._pools.pop(key).aclose()
-                excess -= 1
-
-    async def close(self) -> None:
-        pools = list(self._pools.values())
-        self._pools.clear()
-        for pool in pools:
-            await pool.aclose()
-
-
 class Sender:
+    """`connections`: at most this many requests in flight (the dispatcher's own limits
+    are lower); any number of them may go to one host, since endpoints that share a host
+    are limited one by one by the dispatcher."""
+
     def __init__(
         self,
         allowed_networks: list[IPNetwork],
@@ -117,17 +73,39 @@ class Sender:
         body_limit: int,
         resolver: Resolver,
         *,
-        keepalive_per_host: int = 10,
-        max_pools: int = 256,
+        connections: int = 100,
     ) -> None:
         self._allowed = allowed_networks
         self._timeout = timeout_seconds
         self._body_limit = body_limit
         self._resolver = resolver
-        self._clients = HostClients(timeout_seconds, keepalive_per_host, max_pools)
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+        # URLs whose host is an IP address: their check never changes.
+        self._checked: dict[str, Target] = {}
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Made on first use: an aiohttp session belongs to the event loop it was made on.
+        if self._session is None:
+            tls: ssl.SSLContext = httpx.create_ssl_context(trust_env=False)
+            connector = aiohttp.TCPConnector(
+                limit=self._connections,
+                limit_per_host=0,
+                ssl=tls,
+                keepalive_timeout=KEEPALIVE_SECONDS,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,
+                trust_env=False,
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        return self._session
 
     async def close(self) -> None:
-        await self._clients.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def send(self, url: str, headers: dict[str, str], body: str) -> AttemptResult:
         started = time.monotonic()
@@ -140,7 +118,7 @@ class Sender:
             return AttemptResult(None, None, _elapsed_ms(started), describe_refusal(exc))
         except TimeoutError:
             return AttemptResult(None, None, _elapsed_ms(started), "Timed out")
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             return AttemptResult(None, None, _elapsed_ms(started), describe(exc))
         except Exception as exc:
             # Anything else (a bug, a library's surprise) still ends as a logged failure.
@@ -149,36 +127,47 @@ class Sender:
         failure = None if 200 <= status < 300 else f"HTTP {status}"
         return AttemptResult(status, text, _elapsed_ms(started), failure)
 
+    async def _target(self, url: str) -> Target:
+        target = self._checked.get(url)
+        if target is None:
+            target = await resolve_checked(url, self._allowed, self._resolver)
+            if target.host_is_address:
+                if len(self._checked) >= CHECKED_URLS:
+                    self._checked.clear()
+                self._checked[url] = target
+        return target
+
     async def _post(self, url: str, headers: dict[str, str], body: str) -> tuple[int, str]:
-        target = await resolve_checked(url, self._allowed, self._resolver)
+        target = await self._target(url)
+        request_headers = {
+            **headers,
+            "host": target.host_header,
+            "user-agent": USER_AGENT,
+            # The body limit counts bytes received, so ask for them uncompressed.
+            "accept-encoding": "identity",
+        }
+        for value in request_headers.values():
+            value.encode("ascii")  # header values are ASCII: refuse before connecting
+        session = self._client()
         # Connect to the checked address; Host and the TLS name stay those of the URL.
-        extensions = {} if target.host_is_address else {"sni_hostname": target.host}
-        async with self._clients.client(target) as client:
-            request = client.build_request(
-                "POST",
-                target.connect_url,
-                content=body.encode(),
-                headers={
-                    **headers,
-                    "host": target.host_header,
-                    "user-agent": USER_AGENT,
-                    # The body limit counts bytes received, so ask for them uncompressed.
-                    "accept-encoding": "identity",
-                },
-                extensions=extensions,
-            )
-            response = await client.send(request, stream=True)
-            try:
-                received = bytearray()
-                # Raw bytes as they arrive: a compressed answer is not inflated first.
-                async for chunk in response.aiter_raw():
-                    received += chunk
-                    if len(received) >= self._body_limit:
-                        break
-            finally:
-                await response.aclose()
+        async with session.post(
+            target.connect_url,
+            data=body.encode(),
+            headers=request_headers,
+            allow_redirects=False,
+            server_hostname=None if target.host_is_address else target.host,
+        ) as response:
+            received = bytearray()
+            # Raw bytes as they arrive: a compressed answer is not inflated first.
+            while len(received) < self._body_limit:
+                chunk = await response.content.read(self._body_limit - len(received))
+                if not chunk:
+                    break
+                received += chunk
+            if not response.content.at_eof():
+                response.close()  # the rest is not wanted: this connection is not reused
         kept = bytes(received[: self._body_limit]).decode(errors="replace")
-        return response.status_code, storable(kept)
+        return response.status, storable(kept)
 
 
 def describe_refusal(exc: UnsafeUrl) -> str:

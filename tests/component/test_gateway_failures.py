@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
+from redis.asyncio import Redis
 
 from shared.testing import TcpProxy, eventually
 from tests.component.gateway_helpers import (
@@ -49,6 +51,35 @@ def redis_proxy() -> Iterator[TcpProxy]:
     proxy = TcpProxy(*REDIS).start()
     yield proxy
     proxy.stop()
+
+
+class Deployment:
+    """The keys of one deployment (QUEUE_PREFIX) in the machine's Redis, where auth would
+    keep the revocations; here the test plays auth."""
+
+    def __init__(self) -> None:
+        self.prefix = f"test-gw-{uuid.uuid4().hex[:10]}"
+        self.redis = Redis.from_url(f"redis://{REDIS[0]}:{REDIS[1]}/0")
+        self.marker = f"{self.prefix}:revoked:ready"
+
+    async def revocations_published(self) -> None:
+        await self.redis.set(self.marker, "1")
+
+    async def lose_everything(self) -> None:
+        keys = [key async for key in self.redis.scan_iter(f"{self.prefix}:*")]
+        if keys:
+            await self.redis.delete(*keys)
+
+
+@pytest.fixture
+async def deployment() -> AsyncIterator[Deployment]:
+    """A deployment whose revocations auth has published (the marker is set)."""
+    require_dependencies("Redis")
+    deployment = Deployment()
+    await deployment.revocations_published()
+    yield deployment
+    await deployment.lose_everything()
+    await deployment.redis.aclose()
 
 
 async def test_a_killed_upstream_gives_503_then_the_breaker_fails_fast_then_recovers(
@@ -257,9 +288,17 @@ async def test_the_gateway_answers_its_own_errors_in_the_envelope(
 
 
 async def test_with_redis_down_requests_still_pass_and_the_metric_counts_it(
-    workdir: Path, upstream: UpstreamProcess, key: SigningKey, redis_proxy: TcpProxy
+    workdir: Path,
+    upstream: UpstreamProcess,
+    key: SigningKey,
+    redis_proxy: TcpProxy,
+    deployment: Deployment,
 ) -> None:
-    env = upstream_env(upstream, REDIS_URL=f"redis://127.0.0.1:{redis_proxy.port}/0")
+    env = upstream_env(
+        upstream,
+        REDIS_URL=f"redis://127.0.0.1:{redis_proxy.port}/0",
+        QUEUE_PREFIX=deployment.prefix,
+    )
     gateway = GatewayProcess(workdir, env).start()
     headers = {"Authorization": f"Bearer {key.token()}"}
     try:
@@ -290,11 +329,16 @@ async def test_with_redis_down_requests_still_pass_and_the_metric_counts_it(
 
 
 async def test_with_redis_down_a_fail_closed_gateway_refuses(
-    workdir: Path, upstream: UpstreamProcess, key: SigningKey, redis_proxy: TcpProxy
+    workdir: Path,
+    upstream: UpstreamProcess,
+    key: SigningKey,
+    redis_proxy: TcpProxy,
+    deployment: Deployment,
 ) -> None:
     env = upstream_env(
         upstream,
         REDIS_URL=f"redis://127.0.0.1:{redis_proxy.port}/0",
+        QUEUE_PREFIX=deployment.prefix,
         RATE_LIMIT_FAIL_OPEN="false",
     )
     gateway = GatewayProcess(workdir, env).start()
@@ -310,11 +354,16 @@ async def test_with_redis_down_a_fail_closed_gateway_refuses(
 
 
 async def test_with_redis_down_a_fail_closed_revocation_check_is_503(
-    workdir: Path, upstream: UpstreamProcess, key: SigningKey, redis_proxy: TcpProxy
+    workdir: Path,
+    upstream: UpstreamProcess,
+    key: SigningKey,
+    redis_proxy: TcpProxy,
+    deployment: Deployment,
 ) -> None:
     env = upstream_env(
         upstream,
         REDIS_URL=f"redis://127.0.0.1:{redis_proxy.port}/0",
+        QUEUE_PREFIX=deployment.prefix,
         REVOCATION_FAIL_OPEN="false",
     )
     gateway = GatewayProcess(workdir, env).start()
@@ -329,6 +378,45 @@ async def test_with_redis_down_a_fail_closed_revocation_check_is_503(
             assert metric(metrics, "gateway_revocation_store_errors_total") >= 1
     finally:
         redis_proxy.restore()
+        gateway.stop()
+
+
+async def test_a_redis_that_lost_the_revocations_is_503_even_failing_open_until_refilled(
+    workdir: Path, upstream: UpstreamProcess, key: SigningKey, deployment: Deployment
+) -> None:
+    """A Redis that answers without the marker (flushed, restarted empty, failed over) is
+    not an outage: REVOCATION_FAIL_OPEN (true here, the default) does not let tokens through
+    it. A token it still lists as revoked stays 401."""
+    env = upstream_env(
+        upstream,
+        REDIS_URL=f"redis://{REDIS[0]}:{REDIS[1]}/0",
+        QUEUE_PREFIX=deployment.prefix,
+        REVOCATION_FAIL_OPEN="true",
+    )
+    gateway = GatewayProcess(workdir, env).start()
+    good = key.token()
+    revoked = key.token()
+    revoked_jti = jwt.decode(revoked, options={"verify_signature": False})["jti"]
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+
+            async def answer(token: str) -> httpx.Response:
+                return await client.get(
+                    f"{PREFIX}/echo", headers={"Authorization": f"Bearer {token}"}
+                )
+
+            assert (await answer(good)).status_code == 200
+            await deployment.lose_everything()
+            assert_envelope(await answer(good), 503, "SERVICE_UNAVAILABLE")
+            await deployment.redis.set(f"{deployment.prefix}:revoked:jti:{revoked_jti}", 1, ex=60)
+            assert_envelope(await answer(revoked), 401, "INVALID_TOKEN")
+            metrics = (await client.get("/metrics")).text
+            assert metric(metrics, "gateway_revocation_store_errors_total") >= 1
+
+            await deployment.revocations_published()
+            assert (await answer(good)).status_code == 200
+            assert_envelope(await answer(revoked), 401, "INVALID_TOKEN")
+    finally:
         gateway.stop()
 
 

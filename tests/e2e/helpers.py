@@ -21,14 +21,23 @@ def unique_email(tag: str = "user") -> str:
     return f"{tag}-{uuid.uuid4().hex[:12]}@example.com"
 
 
-async def register(
+async def sign_up(
     client: httpx.AsyncClient, email: str | None = None, role: str = "student", name: str = "Ada"
 ) -> dict[str, Any]:
+    """The answer of a registration: `user` (the account) and the new session's tokens."""
     body = {"email": email or unique_email(), "password": PASSWORD, "name": name, "role": role}
     response = await client.post("/api/v1/auth/register", json=body)
     assert response.status_code == 201, response.text
     result: dict[str, Any] = response.json()
     return result
+
+
+async def register(
+    client: httpx.AsyncClient, email: str | None = None, role: str = "student", name: str = "Ada"
+) -> dict[str, Any]:
+    """Registers; the account."""
+    account: dict[str, Any] = (await sign_up(client, email, role, name))["user"]
+    return account
 
 
 async def login(client: httpx.AsyncClient, email: str, password: str = PASSWORD) -> dict[str, Any]:

@@ -44,6 +44,7 @@ async def test_another_team_receives_user_created_as_cloudevents(
         "email": account["email"],
         "name": account["name"],
         "role": "student",
+        "email_verified": False,
     }
     assert str(message.headers.get("traceparent", "")).startswith("00-")
 

@@ -22,7 +22,8 @@ def gateway_env(stack: Stack, **extra: str) -> dict[str, str]:
         "JWKS_URL": f"{stack.service_url(1)}/api/v1/auth/.well-known/jwks.json",
     }
     if stack.mode == "full":
-        env.update(REDIS_URL=REDIS_URL, WORKERS="2")
+        # The stack's own key prefix: its revocations, and the marker saying they are all there.
+        env.update(REDIS_URL=REDIS_URL, WORKERS="2", QUEUE_PREFIX=stack.queue_prefix)
     env.update(extra)
     return env
 

@@ -49,6 +49,24 @@ EXEMPTIONS: list[dict[str, Any]] = [
         "include-path": "/api/v1/conversations/{conversation_id}",
         "checks": {"ensure_resource_availability": {"enabled": False}},
     },
+    # A new email needs the account's current password, which no schema can know: a
+    # schema-valid change is rightly a 400 (missing or INVALID_CURRENT_PASSWORD).
+    {
+        "include-path": "/api/v1/users/me",
+        "include-method-regex": "^(PUT|PATCH)$",
+        "checks": {"positive_data_acceptance": {"enabled": False}},
+    },
+    # The tokens of mailed links and the account's current password are secrets no schema
+    # can know: a schema-valid made-up one is rightly a 400 with the route's own code
+    # (INVALID_VERIFICATION_TOKEN, INVALID_RESET_TOKEN, INVALID_EMAIL_CHANGE_TOKEN,
+    # INVALID_CURRENT_PASSWORD).
+    {
+        "include-path-regex": (
+            "^/api/v1/auth/(verify-email|password/reset|email/confirm|password|email)$"
+        ),
+        "include-method": "POST",
+        "checks": {"positive_data_acceptance": {"enabled": False}},
+    },
     # An upload's type is decided from the file's bytes, which no schema can describe: a
     # schema-valid file whose content is not an accepted type is rightly a 415.
     {

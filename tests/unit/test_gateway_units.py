@@ -20,6 +20,7 @@ from limits.aio.storage import MemoryStorage
 from prometheus_client import REGISTRY
 from starlette.types import Message
 
+from gateway.admission import Admission
 from gateway.breaker import CircuitBreaker
 from gateway.metrics import method_label
 from gateway.openapi import MergedOpenApi, _rename_conflicting_schemas
@@ -239,14 +240,14 @@ async def test_openapi_retries_a_missing_service_sooner_and_keeps_its_last_docum
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         merged = MergedOpenApi(routes, client, cache_seconds=30, retry_seconds=2)
         first = await merged.document()
-        assert set(first["paths"]) == {"/api/v1/a/x"}
+        assert set(first["paths"]) == {"/api/v1/a/x", "/status"}
         clock.now += 1
         await merged.document()
         assert len(fetched) == 2, "within the retry pause the document is kept"
         clock.now += 1.5
         failing["b"] = False
         second = await merged.document()
-        assert set(second["paths"]) == {"/api/v1/a/x", "/api/v1/b/x"}
+        assert set(second["paths"]) == {"/api/v1/a/x", "/api/v1/b/x", "/status"}
         assert len(fetched) == 4, "a missing service is asked again after the retry pause"
         clock.now += 20
         await merged.document()
@@ -345,7 +346,9 @@ def make_proxy(
         audience="lyceum-api",
         algorithms=["EdDSA"],
     )
-    proxy = HttpProxy(settings, routes, verifier, RateLimits(settings, MemoryStorage()), session)
+    rate_limits = RateLimits(settings, MemoryStorage())
+    admission = Admission(verifier, rate_limits)
+    proxy = HttpProxy(settings, routes, verifier, rate_limits, admission, session)
     return proxy, routes.upstreams[name]
 
 

@@ -13,14 +13,14 @@ from typing import Annotated, Any, get_args
 import httpx
 import jsonschema
 import pytest
-from email_validator import EmailNotValidError, validate_email
 from fastapi import FastAPI, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from gateway.openapi import MergedOpenApi, PathMethods
+from gateway.openapi import STATUS_SCHEMAS, MergedOpenApi, PathMethods
 from gateway.routing import RouteTable
 from services.courses.catalogue import SORTABLE
 from services.courses.schemas import CourseSort
+from shared.emails import normalise_email
 from shared.errors import install_error_handlers
 from shared.fields import Boolean, DateTime, Integer, Omittable
 from shared.openapi import (
@@ -172,21 +172,21 @@ def test_a_length_limit_counts_the_text_as_sent() -> None:
     assert Body.model_validate({"name": "  Ada  "}).name == "Ada"
 
 
-def test_email_pattern_matches_email_validator_on_ascii_addresses() -> None:
+def test_email_pattern_matches_the_email_rule_on_ascii_addresses() -> None:
     document = truthful_document(
         {"paths": {}, "components": {"schemas": {"A": {"type": "string", "format": "email"}}}}
     )
     assert document["components"]["schemas"]["A"]["pattern"] == EMAIL_PATTERN
     rng = random.Random(11)
-    parts = ["a", "b0", "x-y", "0", "!", "test", "local", "com", "c", "TeSt", "a.b", "", "-"]
+    parts = ["a", "b0", "x-y", "0", "!", "test", "localhost", "com", "c", "TeSt", "a.b", "", "-"]
     for _ in range(3000):
         local = rng.choice(parts) + rng.choice(["", ".", "+"]) + rng.choice(parts)
         domain = ".".join(rng.choice(parts) for _ in range(rng.randint(1, 3)))
         address = f"{local}@{domain}"
         try:
-            validate_email(address, check_deliverability=False)
+            normalise_email(address)
             valid = True
-        except EmailNotValidError:
+        except ValueError:
             valid = False
         assert bool(re.search(EMAIL_PATTERN, address)) == valid, address
 
@@ -252,7 +252,7 @@ async def test_the_merged_document_adds_the_gateways_answers_and_one_envelope() 
         document = await merged.document()
     assert allowed == frozenset({"GET"})
     assert fetched == ["/openapi.json"]
-    assert set(document["components"]["schemas"]) == set(ERROR_SCHEMAS)
+    assert set(document["components"]["schemas"]) == set(ERROR_SCHEMAS) | set(STATUS_SCHEMAS)
     one = document["paths"]["/api/v1/things/{thing_id}"]["get"]
     public = document["paths"]["/api/v1/things"]["get"]
     assert set(one["responses"]) == {"200", "400", "401", "404", "429", "500", "503", "504"}

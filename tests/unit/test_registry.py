@@ -32,7 +32,11 @@ def test_the_registry_names_exactly_the_service_packages() -> None:
 
 
 def test_queues_and_routing_keys_come_from_the_event_handlers() -> None:
-    assert registry.USERS.routing_keys == ("user.created",)
+    assert registry.USERS.routing_keys == (
+        "user.created",
+        "user.email_changed",
+        "user.email_verified",
+    )
     assert registry.USERS.queue == "lyceum.users"
     subscription = registry.WEBHOOKS.subscription("test-run")
     assert subscription is not None

@@ -1,0 +1,89 @@
+"""Sessions of `shared.db`: reads outside a transaction that refuse to write, and pooled
+connections that the server closed replaced before anyone uses them."""
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy import String, select, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared import db as shared_db
+from shared.db import Database, ReadOnlySessionError, new_metadata
+from tests.conftest import POSTGRES
+from tests.databases import scratch_database_url
+
+
+class Base(DeclarativeBase):
+    metadata = new_metadata()
+
+
+class Note(Base):
+    __tablename__ = "notes"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    text: Mapped[str] = mapped_column(String(100))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    async with scratch_database_url(request.param, tmp_path, "db_sessions") as url:
+        database = Database(url)
+        async with database.engine.begin() as connection:
+            await connection.run_sync(Base.metadata.create_all)
+        try:
+            yield database
+        finally:
+            await database.dispose()
+
+
+async def test_a_read_sees_what_was_committed_and_cannot_write(database: Database) -> None:
+    note_id = str(uuid.uuid4())
+    async with database.unit_of_work() as session:
+        session.add(Note(id=note_id, text="kept"))
+    async with database.reading() as session:
+        note = await session.get(Note, note_id)
+        assert note is not None
+        assert note.text == "kept"
+        note.text = "changed"
+        with pytest.raises(ReadOnlySessionError):
+            await session.flush()
+    async with database.reading() as session:
+        session.add(Note(id=str(uuid.uuid4()), text="new"))
+        with pytest.raises(ReadOnlySessionError):
+            await session.flush()
+    async with database.reading() as session:
+        assert (await session.scalars(select(Note.text))).all() == ["kept"]
+
+
+async def test_a_postgresql_read_opens_no_transaction(database: Database) -> None:
+    if database.is_sqlite:
+        pytest.skip("SQLite's driver opens no transaction for a read anyway")
+    async with database.reading() as session:
+        # Outside a transaction each statement is its own: the two clocks differ.
+        first = (await session.execute(text("SELECT now()"))).scalar_one()
+        second = (await session.execute(text("SELECT now()"))).scalar_one()
+        assert first != second
+    async with database.unit_of_work() as session:
+        first = (await session.execute(text("SELECT now()"))).scalar_one()
+        second = (await session.execute(text("SELECT now()"))).scalar_one()
+        assert first == second
+
+
+async def test_an_idle_connection_the_server_closed_is_replaced_unseen(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if database.is_sqlite:
+        pytest.skip("no server to close connections")
+    async with database.reading() as session:
+        pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    other = await asyncpg.connect(host=POSTGRES[0], port=POSTGRES[1], user="postgres")
+    try:
+        assert await other.fetchval("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await other.close()
+    # As if the pooled connection had been idle past the limit.
+    monkeypatch.setattr(shared_db, "PING_AFTER_IDLE_SECONDS", 0.0)
+    async with database.reading() as session:
+        assert (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one() != pid
