@@ -37,7 +37,7 @@ def recording() -> bool:
 def continued_trace(carrier: dict[str, str]) -> context.Context:
     """A context whose current span continues the trace `carrier` names (or a new trace),
     with a span id of its own and nothing recorded."""
-    incoming = propagate.extract(carrier)
+    incoming = propagate.extract(carrier) if carrier else context.Context()
     parent = trace.get_current_span(incoming).get_span_context()
     if parent.is_valid:
         trace_id, flags, state = parent.trace_id, parent.trace_flags, parent.trace_state

@@ -107,9 +107,6 @@ class Dispatcher:
                 self._endpoint_concurrency, self._failing_endpoint_concurrency
             )
             self._record_on_postgresql = statements.record_successes_on_postgresql()
-        # While attempts are in flight, a claim waits for this many free slots: one
-        # statement for many deliveries rather than one per attempt that ends.
-        self._smallest_claim = max(1, self._concurrency // 4)
         self._sender = Sender(
             parse_networks(settings.webhook_allowed_networks),
             settings.webhook_attempt_timeout_seconds,
@@ -158,7 +155,7 @@ class Dispatcher:
         # Attempts waiting to be recorded count too, so that a slow database holds up
         # claims instead of piling up outcomes in memory.
         free = min(self._concurrency - self._sending, 2 * self._concurrency - len(self._tasks))
-        if free <= 0 or (free < self._smallest_claim and self._sending):
+        if free <= 0:
             return False
         jobs = await self._claim(free)
         for job in jobs:
