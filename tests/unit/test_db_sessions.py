@@ -1,6 +1,7 @@
 """Sessions of `shared.db`: reads outside a transaction that refuse to write, and pooled
 connections that the server closed replaced before anyone uses them."""
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,9 +27,9 @@ class Note(Base):
     text: Mapped[str] = mapped_column(String(100))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    async with scratch_database_url(request.param, tmp_path, "db_sessions") as url:
+@contextlib.asynccontextmanager
+async def scratch_database(kind: str, directory: Path) -> AsyncIterator[Database]:
+    async with scratch_database_url(kind, directory, "db_sessions") as url:
         database = Database(url)
         async with database.engine.begin() as connection:
             await connection.run_sync(Base.metadata.create_all)
@@ -36,6 +37,20 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
             yield database
         finally:
             await database.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    async with scratch_database(request.param, tmp_path) as database:
+        yield database
+
+
+@pytest.fixture
+async def postgresql(tmp_path: Path) -> AsyncIterator[Database]:
+    """What only a server shows: SQLite's driver opens no transaction for a read anyway,
+    and there is no server to close its connections."""
+    async with scratch_database("postgresql", tmp_path) as database:
+        yield database
 
 
 async def test_a_read_sees_what_was_committed_and_cannot_write(database: Database) -> None:
@@ -57,9 +72,8 @@ async def test_a_read_sees_what_was_committed_and_cannot_write(database: Databas
         assert (await session.scalars(select(Note.text))).all() == ["kept"]
 
 
-async def test_a_postgresql_read_opens_no_transaction(database: Database) -> None:
-    if database.is_sqlite:
-        pytest.skip("SQLite's driver opens no transaction for a read anyway")
+async def test_a_postgresql_read_opens_no_transaction(postgresql: Database) -> None:
+    database = postgresql
     async with database.reading() as session:
         # Outside a transaction each statement is its own: the two clocks differ.
         first = (await session.execute(text("SELECT now()"))).scalar_one()
@@ -72,10 +86,9 @@ async def test_a_postgresql_read_opens_no_transaction(database: Database) -> Non
 
 
 async def test_an_idle_connection_the_server_closed_is_replaced_unseen(
-    database: Database, monkeypatch: pytest.MonkeyPatch
+    postgresql: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if database.is_sqlite:
-        pytest.skip("no server to close connections")
+    database = postgresql
     async with database.reading() as session:
         pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
     other = await asyncpg.connect(host=POSTGRES[0], port=POSTGRES[1], user="postgres")
