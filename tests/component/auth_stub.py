@@ -15,14 +15,14 @@ Knobs, read on every request: `taken` (emails that belong to accounts), `passwor
 
 import asyncio
 import json
-import socket
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
+
+from tests.component.stub_server import StubServer
 
 ACCOUNTS_PATH = "/api/v1/auth/accounts"
 EMAIL_PATH = "/api/v1/auth/email"
@@ -36,7 +36,7 @@ class Call:
 
 
 @dataclass
-class AuthStub:
+class AuthStub(StubServer):
     taken: set[str] = field(default_factory=set)
     password: str = "the-current-password"
     status: int | None = None
@@ -44,50 +44,11 @@ class AuthStub:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
     delay: float = 0.0
-    jwks: dict[str, Any] | None = None
     calls: list[Call] = field(default_factory=list)
-    _runner: web.AppRunner | None = field(default=None, init=False, repr=False)
-    _socket: socket.socket | None = field(default=None, init=False, repr=False)
 
-    @property
-    def url(self) -> str:
-        if self._socket is None:
-            raise RuntimeError("the stub is not started")
-        return f"http://127.0.0.1:{self._socket.getsockname()[1]}"
-
-    async def start(self) -> "AuthStub":
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post(ACCOUNTS_PATH, self._create_account)
         app.router.add_post(EMAIL_PATH, self._change_email)
-        app.router.add_get("/jwks.json", self._jwks)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self._socket = sock
-        await web.SockSite(self._runner, sock).start()
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> "AuthStub":
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    async def _jwks(self, _request: web.Request) -> web.Response:
-        if self.jwks is None:
-            raise web.HTTPNotFound()
-        return web.json_response(self.jwks)
 
     async def _record(self, request: web.Request) -> dict[str, Any]:
         body = json.loads(await request.read())

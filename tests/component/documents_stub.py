@@ -14,13 +14,13 @@ body instead), `body` (answer with these bytes instead), `delay` (seconds before
 
 import asyncio
 import json
-import socket
 import uuid
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
+
+from tests.component.stub_server import StubServer
 
 SEARCH_PATH = "/api/v1/documents/search"
 
@@ -45,55 +45,16 @@ def hit(
 
 
 @dataclass
-class DocumentsStub:
+class DocumentsStub(StubServer):
     hits: list[dict[str, Any]] = field(default_factory=list)
     status: int = 200
     body: bytes | None = None
     delay: float = 0.0
     token: str | None = None
-    jwks: dict[str, Any] | None = None
     requests: list[SearchRequest] = field(default_factory=list)
-    _runner: web.AppRunner | None = field(default=None, init=False, repr=False)
-    _socket: socket.socket | None = field(default=None, init=False, repr=False)
 
-    @property
-    def url(self) -> str:
-        if self._socket is None:
-            raise RuntimeError("the stub is not started")
-        return f"http://127.0.0.1:{self._socket.getsockname()[1]}"
-
-    async def start(self) -> "DocumentsStub":
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post(SEARCH_PATH, self._search)
-        app.router.add_get("/jwks.json", self._jwks)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self._socket = sock
-        await web.SockSite(self._runner, sock).start()
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> "DocumentsStub":
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    async def _jwks(self, _request: web.Request) -> web.Response:
-        if self.jwks is None:
-            raise web.HTTPNotFound()
-        return web.json_response(self.jwks)
 
     async def _search(self, request: web.Request) -> web.Response:
         raw = await request.read()
