@@ -7,9 +7,10 @@ fails the request or drops a message.
                                     `Renderer`), sends it, and marks it sent
 
 A row is rendered when it is sent, not when it is queued: a mail that carries a secret (a
-single-use link) is made at the last moment, and what the renderer wants stored once the
-mail is out (the secret's hash) is written only after the server took the message. A row
-the renderer declines (`None`: nobody to write to any more) is deleted.
+single-use link) is made at the last moment. What the renderer wants stored with it (the
+secret's hash) is committed just before the message goes to the server, so that a link works
+as soon as the mail arrives, and removed again if the server does not take the message. A
+row the renderer declines (`None`: nobody to write to any more) is deleted.
 
 Failures:
 - the server is away (refused or dropped connection, timeout, a 4xx greeting, failed
@@ -121,7 +122,7 @@ class Mail:
 @dataclass
 class RenderedMail:
     mail: Mail
-    # Rows to add in the transaction that marks the mail sent (a link's token hash).
+    # Rows committed just before the mail is sent, removed if it is not (a link's token hash).
     records: list[Any] = field(default_factory=list)
 
 
@@ -454,11 +455,27 @@ class MailRelay:
         if rendered is None:
             return _Outcome(row_id, "dropped")
         message = build_message(rendered.mail, self._settings.mail_from, row_id)
+        await self._store(rendered.records)
         try:
             await connection.send(message)
         except MessageRefused as exc:
+            await self._forget(rendered.records)
             return _Outcome(row_id, "failed", error=f"refused: {exc}", permanent=exc.permanent)
+        except BaseException:
+            await self._forget(rendered.records)
+            raise
         return _Outcome(row_id, "sent", rendered=rendered)
+
+    async def _store(self, records: list[Any]) -> None:
+        if records:
+            async with self._database.unit_of_work() as session:
+                session.add_all(records)
+
+    async def _forget(self, records: list[Any]) -> None:
+        if records:
+            async with self._database.unit_of_work() as session:
+                for record in records:
+                    await session.delete(await session.merge(record))
 
     async def _record(self, outcomes: list[_Outcome], unsent: list[str], result: MailPass) -> None:
         model = self._model
@@ -473,8 +490,6 @@ class MailRelay:
                 if row is None or outcome.status == "gone":
                     continue
                 if outcome.status == "sent":
-                    assert outcome.rendered is not None
-                    session.add_all(outcome.rendered.records)
                     row.sent_at = now
                     row.next_attempt_at = None
                     result.sent += 1

@@ -1,6 +1,6 @@
 """The mail auth sends, queued in its database with the change that causes it (`shared.mail`)
 and rendered when it is sent: a mail with a link gets its single-use token then, and the
-token's hash is stored once the server has taken the mail.
+token's hash is stored just before the mail goes to the server (removed if it is refused).
 
 Links point at PUBLIC_URL (`/verify-email?token=...`, `/reset-password?token=...`,
 `/confirm-email?token=...`); there is no web page behind them yet, so each mail also says how
