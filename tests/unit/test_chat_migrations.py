@@ -2,23 +2,19 @@
 keep working (no documents, no citations), the new columns take what the service writes,
 the schema is the models' at head, and the migration goes back down."""
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import Boolean, Connection, Integer, String, Uuid, column, table
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.chat.models import Base, Conversation, Message
 from shared.db import Database, UTCDateTime, utcnow
-from shared.migrations import alembic_config
 from shared.registry import CHAT
-from tests.databases import scratch_database_url
+from tests.databases import migrate as migrate_service
+from tests.databases import schema_differences, scratch_database_url
 
 BEFORE = "0001"
 CITATIONS = "0002"
@@ -59,13 +55,11 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 
 async def migrate(url: str, revision: str, *, down: bool = False) -> None:
-    config = alembic_config(CHAT.migrations_dir, url)
-    step = command.downgrade if down else command.upgrade
-    await asyncio.to_thread(step, config, revision)
+    await migrate_service(CHAT, url, revision, down=down)
 
 
 def differences(connection: Connection) -> list[object]:
-    return list(compare_metadata(MigrationContext.configure(connection), Base.metadata))
+    return schema_differences(connection, Base.metadata)
 
 
 async def test_citations_migrate_up_with_rows_in_place_and_back_down(database_url: str) -> None:

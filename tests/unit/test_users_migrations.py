@@ -3,23 +3,19 @@ the profiles already there stay (unverified, nothing pending, default preference
 columns and table take what the service writes, the schema is the models' at head, and the
 migration goes back down."""
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import Boolean, Connection, String, Uuid, column, delete, table
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.users.models import Base, Preferences, Profile
 from shared.db import Database, UTCDateTime, utcnow
-from shared.migrations import alembic_config
 from shared.registry import USERS
-from tests.databases import scratch_database_url
+from tests.databases import migrate as migrate_service
+from tests.databases import schema_differences, scratch_database_url
 
 BEFORE = "0002"
 PREFERENCES = "0003"
@@ -42,13 +38,11 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 
 async def migrate(url: str, revision: str, *, down: bool = False) -> None:
-    config = alembic_config(USERS.migrations_dir, url)
-    step = command.downgrade if down else command.upgrade
-    await asyncio.to_thread(step, config, revision)
+    await migrate_service(USERS, url, revision, down=down)
 
 
 def differences(connection: Connection) -> list[object]:
-    return list(compare_metadata(MigrationContext.configure(connection), Base.metadata))
+    return schema_differences(connection, Base.metadata)
 
 
 async def test_preferences_migrate_up_with_profiles_in_place_and_back_down(
