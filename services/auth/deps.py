@@ -71,7 +71,7 @@ class AuthCollaborators(Collaborators[AuthSettings]):
 AuthDep = Annotated[AuthCollaborators, Depends(collaborators_of(AuthCollaborators))]
 
 
-def login_identity(identity: CurrentIdentity) -> Identity:
+async def login_identity(identity: CurrentIdentity) -> Identity:
     """Managing API tokens takes a login's access token, not an API token."""
     if identity.claims.get("token_use") == api_tokens.TOKEN_USE:
         raise PermissionDenied("API tokens cannot manage API tokens")

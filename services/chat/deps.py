@@ -82,7 +82,7 @@ class ChatCollaborators(Collaborators[ChatSettings]):
 ChatDep = Annotated[ChatCollaborators, Depends(collaborators_of(ChatCollaborators))]
 
 
-def access_token(credentials: BearerCredentials) -> str:
+async def access_token(credentials: BearerCredentials) -> str:
     """The bearer token the request came with (`CurrentIdentity` verifies it), to ask the
     documents service on the user's behalf."""
     if credentials is None:

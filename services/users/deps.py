@@ -29,7 +29,7 @@ class UsersCollaborators(Collaborators[UsersSettings]):
 UsersDep = Annotated[UsersCollaborators, Depends(collaborators_of(UsersCollaborators))]
 
 
-def access_token(credentials: BearerCredentials) -> str:
+async def access_token(credentials: BearerCredentials) -> str:
     """The bearer token the request came with (`CurrentIdentity` verifies it), to ask auth
     on the caller's behalf."""
     if credentials is None:
