@@ -6,8 +6,14 @@ Names, ports, commands, databases and upstreams in docker-compose.yml and in the
 base must be the registry's; every service runs its `migrate` step before it starts, and
 every Deployment runs two replicas or more. Without arguments the files are read as they
 are in the repository (as tests/unit/test_registry.py does); deploy/validate.sh passes the
-output of `docker-compose config --format json` and of `kubectl kustomize` instead. Prints
-one line per disagreement and exits 1 if there is any."""
+output of `docker-compose config --format json` and of `kubectl kustomize` instead, for the
+base and for each overlay (`--min-replicas 1` for overlays/dev, which runs one pod of
+each). Prints one line per disagreement and exits 1 if there is any.
+
+A service's DATABASE_URL is either the base's key of the Secret lyceum-secrets or, in the
+overlays on operators, a URL made of other variables (`postgresql+asyncpg://$(USER):...`)
+that ends in the service's database; deploy/k8s_check.py checks where those come from.
+"""
 
 import argparse
 import json
@@ -175,7 +181,37 @@ def _secret_key(container: Mapping[str, Any], name: str) -> Any:
     return _env(container).get(name, {}).get("valueFrom", {}).get("secretKeyRef", {}).get("key")
 
 
-def kubernetes_problems(documents: Iterable[Document]) -> list[str]:
+def _definition(container: Mapping[str, Any], name: str) -> Any:
+    """What a variable is, with the definitions of the $(VAR)s its value is made of, so that
+    two containers' can be compared."""
+    env = _env(container)
+    variable = env.get(name)
+    if variable is None:
+        return None
+    value = variable.get("value")
+    if value is None:
+        return variable.get("valueFrom")
+    parts = re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", value)
+    return value, [
+        env.get(part, {}).get("valueFrom") or env.get(part, {}).get("value") for part in parts
+    ]
+
+
+def _database_url_problem(entry: Service, container: Mapping[str, Any]) -> str | None:
+    env = _env(container)
+    value = env.get("DATABASE_URL", {}).get("value")
+    if value is not None:
+        if "$(" in value and value.split("?")[0].endswith(f"/{entry.database}"):
+            return None
+        return f"DATABASE_URL is not made of its variables and its database {entry.database}"
+    if _secret_key(container, "DATABASE_URL") != entry.secret_key:
+        return f"DATABASE_URL is not lyceum-secrets/{entry.secret_key}"
+    return None
+
+
+def kubernetes_problems(
+    documents: Iterable[Document], min_replicas: int = MIN_REPLICAS
+) -> list[str]:
     problems: list[str] = []
     kinds = _by_kind(documents)
     deployments = kinds.get("Deployment", {})
@@ -187,7 +223,10 @@ def kubernetes_problems(documents: Iterable[Document]) -> list[str]:
     components: list[Component] = [GATEWAY, *SERVICES]
     expected = {entry.name for entry in components}
     for name in sorted(set(deployments) - expected):
-        problems.append(f"k8s Deployment {name}: not in the registry")
+        # A Lyceum process (`python -m ...`), not another program an overlay runs (MinIO).
+        pod = deployments[name]["spec"]["template"]["spec"]
+        if any(list(c.get("command") or [])[:2] == ["python", "-m"] for c in pod["containers"]):
+            problems.append(f"k8s Deployment {name}: not in the registry")
 
     for entry in components:
         deployment = deployments.get(entry.name)
@@ -198,8 +237,8 @@ def kubernetes_problems(documents: Iterable[Document]) -> list[str]:
         replicas = spec.get("replicas", 1)
         hpa = autoscalers.get(entry.name)
         least = hpa["spec"].get("minReplicas", 1) if hpa else replicas
-        if min(replicas, least) < MIN_REPLICAS:
-            problems.append(f"k8s {entry.name}: fewer than {MIN_REPLICAS} replicas")
+        if min(replicas, least) < min_replicas:
+            problems.append(f"k8s {entry.name}: fewer than {min_replicas} replicas")
         pod = spec["template"]["spec"]
         containers = {c["name"]: c for c in pod.get("containers", [])}
         container = containers.get(entry.name)
@@ -243,8 +282,9 @@ def _k8s_service_problems(
     entry: Service, pod: Mapping[str, Any], container: Mapping[str, Any]
 ) -> list[str]:
     problems = []
-    if _secret_key(container, "DATABASE_URL") != entry.secret_key:
-        problems.append(f"k8s {entry.name}: DATABASE_URL is not lyceum-secrets/{entry.secret_key}")
+    database_url = _database_url_problem(entry, container)
+    if database_url:
+        problems.append(f"k8s {entry.name}: {database_url}")
     migrations = [
         c
         for c in pod.get("initContainers", [])
@@ -255,11 +295,8 @@ def _k8s_service_problems(
             f"k8s {entry.name}: no init container runs {' '.join(entry.migrate_command)}"
         )
     for migration in migrations:
-        if _secret_key(migration, "DATABASE_URL") != entry.secret_key:
-            problems.append(
-                f"k8s {entry.name}: the migration's DATABASE_URL is not "
-                f"lyceum-secrets/{entry.secret_key}"
-            )
+        if _definition(migration, "DATABASE_URL") != _definition(container, "DATABASE_URL"):
+            problems.append(f"k8s {entry.name}: the migration's DATABASE_URL is not the service's")
         if migration.get("image") != container.get("image"):
             problems.append(f"k8s {entry.name}: the migration runs another image")
     return problems
@@ -269,12 +306,14 @@ def _k8s_service_problems(
 
 
 def problems(
-    compose: Mapping[str, Any] | None = None, k8s: Iterable[Document] | None = None
+    compose: Mapping[str, Any] | None = None,
+    k8s: Iterable[Document] | None = None,
+    min_replicas: int = MIN_REPLICAS,
 ) -> list[str]:
     return (
         compose_problems(load_compose() if compose is None else compose)
         + postgres_init_problems()
-        + kubernetes_problems(load_kustomize_base() if k8s is None else k8s)
+        + kubernetes_problems(load_kustomize_base() if k8s is None else k8s, min_replicas)
     )
 
 
@@ -282,11 +321,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.registry_check")
     parser.add_argument("--compose", type=Path, help="docker-compose config --format json")
     parser.add_argument("--k8s", type=Path, help="kubectl kustomize output")
-    arguments = parser.parse_args(argv)
-    found = problems(
-        load_compose(arguments.compose) if arguments.compose else None,
-        load_documents(arguments.k8s) if arguments.k8s else None,
+    parser.add_argument(
+        "--k8s-only", action="store_true", help="check only the Kubernetes files (an overlay)"
     )
+    parser.add_argument("--min-replicas", type=int, default=MIN_REPLICAS)
+    arguments = parser.parse_args(argv)
+    k8s = load_documents(arguments.k8s) if arguments.k8s else load_kustomize_base()
+    if arguments.k8s_only:
+        found = kubernetes_problems(k8s, arguments.min_replicas)
+    else:
+        found = problems(
+            load_compose(arguments.compose) if arguments.compose else None,
+            k8s,
+            arguments.min_replicas,
+        )
     for problem in found:
         print(problem)
     return 1 if found else 0

