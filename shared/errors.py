@@ -233,16 +233,21 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message, headers=headers)
 
 
+STANDARD_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
 def _allowed_methods(request: Request) -> set[str]:
     """Every method some route takes at this path: Starlette's own 405 names only the
-    methods of the first route whose path matched."""
-    scope = {**request.scope, "method": "OPTIONS"}
-    allowed: set[str] = set()
-    for route in request.app.router.routes:
-        methods = getattr(route, "methods", None)
-        if methods and route.matches(scope)[0] != Match.NONE:
-            allowed |= methods
-    return allowed
+    methods of the first route whose path matched. Asked of each route by `matches`, which
+    included routers answer for their own routes too."""
+    routes = request.app.router.routes
+    return {
+        method
+        for method in STANDARD_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
+        )
+    }
 
 
 class UnhandledErrorMiddleware:
