@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run run-full migrate test test-unit test-component test-e2e schemathesis lint format typecheck migration validate-deploy bench-courses bench-webhooks bench-gateway bench-hotpaths bench-chat bench-documents clean
+.PHONY: help install run run-full trace-demo migrate test test-unit test-component test-e2e schemathesis lint format typecheck migration validate-deploy bench-courses bench-webhooks bench-gateway bench-hotpaths bench-chat bench-documents clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ run: $(STAMP) ## Migrate, then start every service in one process (SQLite, in-pr
 
 run-full: $(STAMP) ## Migrate, then start one process per service on PostgreSQL, Redis and RabbitMQ (localhost)
 	@$(BIN)/python -m launcher full
+
+trace-demo: $(STAMP) ## One registration's trace as a tree, from a run-full started with OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318
+	@$(BIN)/python -m launcher.trace_demo
 
 migrate: $(STAMP) ## Upgrade every service's database (SQLite under var/; MODE=full: the PostgreSQL ones)
 	@$(BIN)/python -m launcher migrate $(or $(MODE),embedded)
@@ -61,7 +64,7 @@ migration: $(STAMP) ## New migration: make migration SERVICE=users MESSAGE="add 
 	@$(BIN)/python -c 'import sys; from pathlib import Path; from shared.migrations import new_revision; new_revision(Path("services/$(SERVICE)/migrations"), sys.argv[1])' "$(MESSAGE)"
 	@$(BIN)/ruff format --quiet services/$(SERVICE)/migrations/versions
 
-validate-deploy: $(STAMP) ## Validate Dockerfile, docker-compose.yml and the Kustomize base offline
+validate-deploy: $(STAMP) ## Validate Dockerfile, docker-compose.yml, the Kustomize base and overlays (with the operators' CRD schemas) offline
 	@bash deploy/validate.sh $(VENV)
 
 bench-courses: $(STAMP) ## Catalogue list p50/p99 at 1k and 100k courses, SQLite and PostgreSQL

@@ -18,7 +18,12 @@ from shared import health
 from shared.errors import ApiError, error_response, install_error_handlers
 from shared.logging import configure_logging, get_logger
 from shared.request_id import RequestIdMiddleware
-from shared.telemetry import TraceContextMiddleware, configure_tracing
+from shared.telemetry import (
+    TraceContextMiddleware,
+    configure_tracing,
+    flush_spans,
+    instrument_app,
+)
 
 log = get_logger(__name__)
 
@@ -51,6 +56,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             yield
         finally:
             await edge.close()
+            await flush_spans()
 
     app = FastAPI(
         title="Lyceum gateway",
@@ -59,8 +65,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
         # When spans are recorded: a server span per request, which then carries the trace
-        # upstream (else TraceContextMiddleware does); metrics are Prometheus'.
-        telemetry={"metrics": False, "logs": False, "operation_spans": False},
+        # upstream (else TraceContextMiddleware does); metrics are Prometheus'. Exporting is
+        # shared.telemetry's set-up (configure_tracing).
+        telemetry={
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "auto_configure": False,
+        },
     )
     app.state.settings = settings
     app.state.edge = edge
@@ -131,4 +143,5 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def redoc() -> HTMLResponse:
         return get_redoc_html(openapi_url="/openapi.json", title="Lyceum API")
 
+    instrument_app(app)
     return app

@@ -11,7 +11,7 @@ import httpx
 from gateway.admission import Admission
 from gateway.metrics import REVOCATION_STORE_ERRORS
 from gateway.openapi import MergedOpenApi
-from gateway.proxy import HttpProxy
+from gateway.proxy import HttpProxy, PoolConnector
 from gateway.ratelimit import RateLimits, make_storage
 from gateway.routing import RouteTable
 from gateway.settings import GatewaySettings
@@ -44,6 +44,7 @@ class Edge:
         self._openapi: MergedOpenApi | None = None
         self._client: httpx.AsyncClient | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._fresh_session: aiohttp.ClientSession | None = None
         self._revocations: RevocationStore | None = None
         self._rate_limits: RateLimits | None = None
         self._services: dict[str, dict[str, str | None]] = {}
@@ -94,15 +95,24 @@ class Edge:
             leeway_seconds=settings.jwt_leeway_seconds,
         )
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=512, limit_per_host=0, keepalive_timeout=30),
+            connector=PoolConnector(limit=512, limit_per_host=0, keepalive_timeout=30),
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
             cookie_jar=aiohttp.DummyCookieJar(),
         )
-        # One retry policy, the proxy's (UPSTREAM_RETRIES, idempotent methods, body not yet
-        # sent, counted in gateway_upstream_retries_total): aiohttp's own silent retry of
-        # idempotent requests on a reset connection is turned off, as its test client does.
-        self._session._retry_connection = False
+        # Retries go on connections of their own, closed after their answer.
+        self._fresh_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=64, limit_per_host=0, force_close=True),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        # One retry policy, the proxy's (UPSTREAM_RETRIES, counted in
+        # gateway_upstream_retries_total; which requests: gateway.proxy._may_send_again):
+        # aiohttp's own silent retry of idempotent requests on a reset connection is turned
+        # off, as its test client does.
+        for session in (self._session, self._fresh_session):
+            session._retry_connection = False
         self._openapi = MergedOpenApi(
             self.routes,
             self._client,
@@ -117,12 +127,14 @@ class Edge:
             Admission(verifier, self._rate_limits),
             self._session,
             allowed_methods=self._openapi.allowed_methods,
+            fresh_session=self._fresh_session,
         )
         self._websockets = WebSocketProxy(settings, verifier, self._rate_limits)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._fresh_session):
+            if session is not None:
+                await session.close()
         if self._client is not None:
             await self._client.aclose()
         if self._revocations is not None and not isinstance(

@@ -1,17 +1,13 @@
-"""Prometheus metrics of the gateway. With several workers, PROMETHEUS_MULTIPROC_DIR is set
-before they start (gateway/__main__.py) and `/metrics` sums every worker's figures."""
+"""Prometheus metrics of the gateway, in the default registry. With several workers,
+PROMETHEUS_MULTIPROC_DIR is set before they start (`shared.service.serve`) and `/metrics`
+sums every worker's figures."""
 
-import os
+import prometheus_client
+from prometheus_client import Counter, Gauge, Histogram
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
+from shared.metrics import KNOWN_METHODS, UNMATCHED, exposition, method_label
+
+__all__ = ["KNOWN_METHODS", "UNMATCHED", "method_label", "render"]
 
 REQUESTS = Counter(
     "gateway_requests_total",
@@ -60,22 +56,5 @@ WEBSOCKETS = Gauge(
 )
 
 
-# Label values for methods: anything else a client makes up counts as OTHER, so that made-up
-# methods cannot grow the number of series without bound.
-KNOWN_METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
-)
-# The route label of requests that match no route (the gateway's own 404 and 405).
-UNMATCHED = "unmatched"
-
-
-def method_label(method: str) -> str:
-    return method if method in KNOWN_METHODS else "OTHER"
-
-
 def render() -> tuple[bytes, str]:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+    return exposition(prometheus_client.REGISTRY)

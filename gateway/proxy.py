@@ -8,9 +8,14 @@ times the request rate of httpx's connection pool, and the proxy is the hot path
 import asyncio
 import json
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any
 
 import aiohttp
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 from opentelemetry import propagate
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -66,14 +71,17 @@ GATEWAY_OWNED = {
 }
 RESPONSE_DROPPED = HOP_BY_HOP | {b"x-request-id", b"server", b"date"}
 IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
-# No answer came and the request was not processed: refused, reset before an answer, or the
-# connection could not be made in time. Safe to retry for an idempotent method.
+# No answer came: the connection could not be made (in time), or it was closed or reset
+# before the answer's first byte. Which requests may be sent again: `_may_send_again`.
 NOT_CONNECTED = (
     aiohttp.ClientConnectorError,
     aiohttp.ConnectionTimeoutError,
     aiohttp.ServerDisconnectedError,
     aiohttp.ClientOSError,
 )
+# A body up to this size (with a Content-Length) is read whole before it is sent, so that
+# it can be sent again.
+REPLAYABLE_BODY_BYTES = 64 * 1024
 
 
 # The methods the merged OpenAPI document has for a path; None for a path it does not have
@@ -94,6 +102,40 @@ class BodyTooLarge(Exception):
 
 class ClientGone(Exception):
     pass
+
+
+class SentOn:
+    """Where one attempt went: `reused` once it took a pooled keep-alive connection (set by
+    `PoolConnector`)."""
+
+    reused = False
+
+
+_sent_on: ContextVar[SentOn | None] = ContextVar("sent_on", default=None)
+
+
+class PoolConnector(aiohttp.TCPConnector):
+    """aiohttp's connector, telling the attempt under way (`_sent_on`) whether the
+    connection it hands out has carried a request before."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._handed_out: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    async def connect(
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's signature)
+    ) -> Connection:
+        connection = await super().connect(req, traces, timeout)
+        protocol = connection.protocol
+        sent_on = _sent_on.get()
+        if sent_on is not None and protocol in self._handed_out:
+            sent_on.reused = True
+        if protocol is not None:
+            self._handed_out.add(protocol)
+        return connection
 
 
 class RequestBody:
@@ -126,6 +168,15 @@ class RequestBody:
                 self.finished = True
                 return
 
+    async def read(self) -> bytes:
+        """The whole body (for one that is small and declared so)."""
+        try:
+            return b"".join([chunk async for chunk in self])
+        except BodyTooLarge:
+            raise _too_large(self.limit) from None
+        except ClientGone:
+            raise ValidationFailed("The request body ended early") from None
+
 
 class HttpProxy:
     def __init__(
@@ -137,7 +188,10 @@ class HttpProxy:
         admission: Admission,
         session: aiohttp.ClientSession,
         allowed_methods: AllowedMethods | None = None,
+        fresh_session: aiohttp.ClientSession | None = None,
     ) -> None:
+        """`fresh_session` sends the retries, each on a new connection (by default
+        `session`)."""
         self._settings = settings
         self._routes = routes
         self._allowed_methods = allowed_methods
@@ -145,6 +199,7 @@ class HttpProxy:
         self._rate_limits = rate_limits
         self._admission = admission
         self._session = session
+        self._fresh_session = fresh_session or session
         self._addresses = ClientAddress(settings.trusted_proxies)
         self.breakers = {
             name: CircuitBreaker(
@@ -228,12 +283,18 @@ class HttpProxy:
         declared_length = headers.get(b"content-length")
         if declared_length is not None and not declared_length.isdigit():
             raise ValidationFailed("Invalid Content-Length")
-        body = None
+        body: RequestBody | bytes | None = None
         if declared_length not in (None, b"0") or b"transfer-encoding" in headers:
             limit = self._body_limit(method, path)
             if declared_length is not None and int(declared_length) > limit:
                 raise _too_large(limit)
             body = RequestBody(receive, limit)
+            if (
+                declared_length is not None
+                and int(declared_length) <= REPLAYABLE_BODY_BYTES
+                and b"transfer-encoding" not in headers
+            ):
+                body = await body.read()
         breaker = self.breakers[upstream.name]
         permit = breaker.allow()
         if permit is None:
@@ -263,7 +324,7 @@ class HttpProxy:
         send: Send,
         upstream: Upstream,
         headers: dict[bytes, bytes],
-        body: RequestBody | None,
+        body: RequestBody | bytes | None,
         identity: Identity | None,
         client_ip: str,
         breaker: CircuitBreaker,
@@ -274,7 +335,7 @@ class HttpProxy:
         response = await self._send(method, upstream, scope, upstream_headers, body, breaker)
         try:
             _use_stream_idle_timeout(response, self._stream_idle)
-            if body is not None and body.too_large:
+            if isinstance(body, RequestBody) and body.too_large:
                 raise _too_large(body.limit)
             if response.status in RELAYED_ERROR_STATUSES and await self._relay_error(
                 scope, receive, send, upstream, response, rate_limit
@@ -302,7 +363,8 @@ class HttpProxy:
             )
             watcher = None
             length = response.content_length
-            if (length is None or length > WATCHED_LENGTH) and (body is None or body.finished):
+            body_sent = not isinstance(body, RequestBody) or body.finished
+            if (length is None or length > WATCHED_LENGTH) and body_sent:
                 watcher = asyncio.create_task(_close_on_disconnect(receive, response))
             try:
                 async for chunk in response.content.iter_any():
@@ -325,14 +387,18 @@ class HttpProxy:
         upstream: Upstream,
         scope: Scope,
         headers: list[tuple[str, str]],
-        body: RequestBody | None,
+        body: RequestBody | bytes | None,
         breaker: CircuitBreaker,
     ) -> aiohttp.ClientResponse:
-        attempts = 1 + (self._settings.upstream_retries if method in IDEMPOTENT else 0)
+        retries = self._settings.upstream_retries
         url = self._upstream_url(upstream, scope)
-        for attempt in range(attempts):
+        streamed = body if isinstance(body, RequestBody) else None
+        session = self._session
+        for attempt in range(1 + retries):
+            sent_on = SentOn()
+            noted = _sent_on.set(sent_on)
             try:
-                response = await self._session.request(
+                response = await session.request(
                     method,
                     url,
                     headers=headers,
@@ -341,16 +407,22 @@ class HttpProxy:
                     timeout=self._timeouts[upstream.name],
                 )
             except NOT_CONNECTED as exc:
-                self._raise_if_not_upstreams_fault(body, exc)
-                # Nothing reached the upstream: safe to try again when the method is idempotent.
-                if attempt + 1 < attempts and (body is None or not body.started):
-                    log.info("upstream_retry", upstream=upstream.name, error=repr(exc))
+                self._raise_if_not_upstreams_fault(streamed, exc)
+                if attempt < retries and _may_send_again(method, body, exc, sent_on):
+                    log.info(
+                        "upstream_retry",
+                        upstream=upstream.name,
+                        error=repr(exc),
+                        reused_connection=sent_on.reused,
+                    )
                     UPSTREAM_RETRIES.labels(upstream.name).inc()
+                    # Other pooled connections may have been closed with that one.
+                    session = self._fresh_session
                     continue
                 raise self._unavailable(upstream, breaker, exc) from exc
             except TimeoutError as exc:
                 # aiohttp's SocketTimeoutError: no answer within the upstream's timeout.
-                self._raise_if_not_upstreams_fault(body, exc)
+                self._raise_if_not_upstreams_fault(streamed, exc)
                 breaker.failed()
                 UPSTREAM_FAILURES.labels(upstream.name, "timeout").inc()
                 log.warning("upstream_timeout", upstream=upstream.name, error=repr(exc))
@@ -358,8 +430,10 @@ class HttpProxy:
                     f"The {upstream.name} service did not answer in time"
                 ) from exc
             except (aiohttp.ClientError, BodyTooLarge, ClientGone) as exc:
-                self._raise_if_not_upstreams_fault(body, exc)
+                self._raise_if_not_upstreams_fault(streamed, exc)
                 raise self._unavailable(upstream, breaker, exc) from exc
+            finally:
+                _sent_on.reset(noted)
             breaker.succeeded()
             return response
         raise AssertionError("unreachable")
@@ -481,6 +555,23 @@ class HttpProxy:
 
 def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"Body exceeds {limit} bytes")
+
+
+def _may_send_again(
+    method: str, body: RequestBody | bytes | None, exc: Exception, sent_on: SentOn
+) -> bool:
+    """After an attempt that got no answer: whether its body can be sent again (none, held
+    whole, or not started) and the upstream cannot have acted on it. That is the case of an
+    idempotent method, and of a request sent on a pooled keep-alive connection that the
+    server closed before the answer's first byte: a server closes those only while they are
+    idle (on its keep-alive timeout, or as it shuts down), so it never read the request."""
+    if isinstance(body, RequestBody) and body.started:
+        return False
+    if method in IDEMPOTENT:
+        return True
+    return sent_on.reused and isinstance(
+        exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+    )
 
 
 async def _relayable_error(response: aiohttp.ClientResponse) -> tuple[str, bytes] | None:

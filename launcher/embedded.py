@@ -3,6 +3,8 @@ in-process bus and in-memory stores; SQLite files under `var/`."""
 
 import asyncio
 import contextlib
+import math
+import os
 import signal
 from collections.abc import Generator
 from pathlib import Path
@@ -16,10 +18,13 @@ from shared.events import process_bus
 from shared.logging import service_context
 from shared.registry import AUTH, CHAT, GATEWAY, SERVICES, USERS, Service
 from shared.service import KEEP_ALIVE_SECONDS
+from shared.settings import ServiceSettings
+from shared.shutdown import GracefulServer
 
 
-class EmbeddedServer(uvicorn.Server):
-    """The launcher, not each server, owns Ctrl-C."""
+class EmbeddedServer(GracefulServer):
+    """The launcher, not each server, owns Ctrl-C; then each server shuts down as
+    shared/shutdown.py says, all of them at once."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -27,6 +32,8 @@ class EmbeddedServer(uvicorn.Server):
 
 
 async def run_embedded(options: LaunchOptions, var_dir: Path) -> None:
+    # One process, so one `service.name` for every span; `lyceum.service` tells them apart.
+    os.environ.setdefault("OTEL_SERVICE_NAME", "lyceum")
     common = {
         "host": options.host,
         "redis_url": None,
@@ -51,7 +58,7 @@ async def run_embedded(options: LaunchOptions, var_dir: Path) -> None:
             (
                 entry.name,
                 options.url(entry.port_offset),
-                _server(entry.create_app(settings), settings.port, options.host),
+                _server(entry.create_app(settings), settings),
             )
         )
     gateway_settings = GATEWAY.settings(
@@ -63,7 +70,7 @@ async def run_embedded(options: LaunchOptions, var_dir: Path) -> None:
         (
             "gateway",
             options.url(0),
-            _server(GATEWAY.create_app(gateway_settings), options.gateway_port, options.host),
+            _server(GATEWAY.create_app(gateway_settings), gateway_settings),
         )
     )
 
@@ -91,6 +98,7 @@ async def run_embedded(options: LaunchOptions, var_dir: Path) -> None:
         for _, _, server in servers:
             server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
+        await bus.stop_consuming()
         await bus.close()
 
 
@@ -105,16 +113,18 @@ def _own_settings(options: LaunchOptions, entry: Service) -> dict[str, str]:
     return {}
 
 
-def _server(app: object, port: int, host: str) -> EmbeddedServer:
+def _server(app: object, settings: ServiceSettings) -> EmbeddedServer:
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
-        host=host,
-        port=port,
+        host=settings.host,
+        port=settings.port,
         log_config=None,
         access_log=False,
         lifespan="on",
         server_header=False,
         date_header=False,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
     )
-    return EmbeddedServer(config)
+    # No delay: nothing balances load over an embedded stack.
+    return EmbeddedServer(config, grace_seconds=settings.shutdown_grace_seconds)

@@ -29,6 +29,8 @@ def service_environment(options: LaunchOptions, entry: Component) -> dict[str, s
         EVENTS_EXCHANGE=options.events_exchange,
         QUEUE_PREFIX=options.queue_prefix,
         JWKS_URL=options.jwks_url(),
+        # Each process its own `service.name` in the traces it exports.
+        OTEL_SERVICE_NAME=entry.name,
     )
     if entry is GATEWAY:
         env["UPSTREAMS"] = json.dumps(
@@ -96,15 +98,21 @@ async def run_full(options: LaunchOptions, pid_dir: Path) -> None:
                 await asyncio.wait_for(stop.wait(), 0.2)
     finally:
         print("\nStopping Lyceum...", flush=True)
-        await stop_processes(processes)
+        await stop_processes(
+            processes, options.shutdown_delay_seconds + options.shutdown_grace_seconds + 5
+        )
 
 
-async def stop_processes(processes: dict[str, "subprocess.Popen[bytes]"]) -> None:
+async def stop_processes(
+    processes: dict[str, "subprocess.Popen[bytes]"], within_seconds: float
+) -> None:
+    """SIGTERM, and SIGKILL for what has not stopped within `within_seconds`."""
     for process in processes.values():
         if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
-    for _ in range(100):
+    deadline = asyncio.get_running_loop().time() + within_seconds
+    while asyncio.get_running_loop().time() < deadline:
         if all(process.poll() is not None for process in processes.values()):
             return
         await asyncio.sleep(0.1)

@@ -4,6 +4,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.logging import LogFormat
 from shared.registry import AUTH, DOCUMENTS, GATEWAY, JWKS_PATH
+from shared.settings import ServiceSettings
+
+_SERVICE_DEFAULTS = ServiceSettings.model_fields
 
 
 class LaunchOptions(BaseSettings):
@@ -25,6 +28,10 @@ class LaunchOptions(BaseSettings):
     log_level: str = "INFO"
     log_format: LogFormat = "auto"
     restart_seconds: float = 1.0
+    # The services' own (SHUTDOWN_DELAY_SECONDS, SHUTDOWN_GRACE_SECONDS): how long the
+    # launcher waits for them to stop before it kills them.
+    shutdown_delay_seconds: float = _SERVICE_DEFAULTS["shutdown_delay_seconds"].default
+    shutdown_grace_seconds: float = _SERVICE_DEFAULTS["shutdown_grace_seconds"].default
     # The base of the links in mails; by default the gateway of this launch.
     public_url: str | None = None
 

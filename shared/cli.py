@@ -57,7 +57,7 @@ def main(
     if chosen == "serve":
         from shared.service import serve
 
-        serve(service.app_path, settings)
+        serve(service.app_path, settings, workers=settings.workers)
         return
     configure_logging(service.name, settings.log_level, settings.log_format)
     if chosen == "migrate":

@@ -11,12 +11,8 @@ from typing import Any
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext import asyncio as sqlalchemy_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, Session, UOWTransaction, mapped_column
 
 NAMING_CONVENTION = {
@@ -88,7 +84,8 @@ class Database:
         else:
             kwargs.update(pool_size=10, max_overflow=10)
         self.url = url
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        # Looked up at each call: the SQLAlchemy instrumentation (shared.telemetry) wraps it.
+        self.engine: AsyncEngine = sqlalchemy_asyncio.create_async_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:

@@ -3,6 +3,7 @@
 `/health` says that the process answers, which version of Lyceum it runs and how long it
 has been up; the gateway's `GET /status` gathers it from every service."""
 
+import asyncio
 import functools
 import os
 import time
@@ -14,8 +15,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from shared import metrics
+from shared.db import Database
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
+
+# A check that takes longer counts as failed in the `service_ready` gauge.
+READINESS_CHECK_TIMEOUT_SECONDS = 1.5
 
 PACKAGE = "lyceum"
 UNKNOWN_VERSION = "unknown"
@@ -70,8 +75,32 @@ async def ready(request: Request) -> JSONResponse:
     )
 
 
+async def _passes(check: ReadinessCheck) -> bool:
+    try:
+        return await asyncio.wait_for(check(), READINESS_CHECK_TIMEOUT_SECONDS)
+    except Exception:
+        return False
+
+
+def observe(
+    service: str, readiness_checks: Callable[[], dict[str, ReadinessCheck]], database: Database
+) -> metrics.Refresher:
+    """The refresher of a service's readiness and database pool gauges."""
+
+    async def refresh() -> None:
+        metrics.record_pool(service, database.engine.pool)
+        checks = readiness_checks()
+        results = await asyncio.gather(*(_passes(check) for check in checks.values()))
+        for name, passed in zip(checks, results, strict=True):
+            metrics.READINESS_CHECK.labels(service, name).set(int(passed))
+        metrics.SERVICE_READY.labels(service).set(int(all(results)))
+
+    return refresh
+
+
 @router.get("/metrics", include_in_schema=False)
 async def prometheus_metrics() -> Response:
-    """Prometheus text format: the outbox's backlog and failures, consumer lag."""
+    """Prometheus text format (docs/metrics.md): requests, readiness, the database pool, the
+    outbox's backlog and failures, consumer lag, and the service's own."""
     body, content_type = await metrics.render()
     return Response(body, media_type=content_type)

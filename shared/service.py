@@ -8,6 +8,8 @@ handlers receive it as their third argument.
 """
 
 import contextlib
+import math
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic
@@ -15,7 +17,10 @@ from typing import Any, Generic
 import uvicorn
 from fastapi import APIRouter, FastAPI
 from typing_extensions import TypeVar
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
 
+from shared import metrics
 from shared.body_limit import BodySizeLimitMiddleware, RouteBodyLimit
 from shared.db import Database
 from shared.errors import install_error_handlers
@@ -24,15 +29,22 @@ from shared.events.bus import EventBus, Subscription
 from shared.events.consumer import DomainHandler, EventConsumer, ProcessedEventMixin
 from shared.events.inprocess import InProcessBus
 from shared.events.outbox import Outbox, OutboxRelay
-from shared.health import ReadinessCheck
+from shared.health import ReadinessCheck, observe
 from shared.health import router as health_router
+from shared.http_metrics import HttpMetricsMiddleware
 from shared.logging import configure_logging, get_logger
 from shared.openapi import install_openapi
 from shared.request_id import RequestIdMiddleware
 from shared.revocation import MemoryRevocationStore, RevocationStore, revocation_store
 from shared.security import JwksKeySource, KeySource, TokenVerifier
 from shared.settings import ServiceSettings
-from shared.telemetry import TraceContextMiddleware, configure_tracing
+from shared.shutdown import SHUTDOWN_STATE, GracefulServer, Shutdown, bind_socket
+from shared.telemetry import (
+    TraceContextMiddleware,
+    configure_tracing,
+    flush_spans,
+    instrument_app,
+)
 
 log = get_logger(__name__)
 
@@ -63,12 +75,16 @@ class Collaborators(Generic[SettingsT]):
             algorithms=settings.jwt_algorithms,
             leeway_seconds=settings.jwt_leeway_seconds,
         )
+        # SIGTERM's course through the service (shared/shutdown.py); a service with more to
+        # end before its connections close adds a drain hook.
+        self.shutdown = Shutdown(settings.shutdown_grace_seconds)
 
     def readiness_checks(self) -> dict[str, ReadinessCheck]:
         return {
             "database": self.database.ping,
             "event_bus": self.bus.is_ready,
             "revocation_store": self.revocations.ping,
+            "accepting_requests": self.shutdown.accepting,
         }
 
     async def start(self) -> None:
@@ -117,11 +133,15 @@ def create_service_app(
     which `make run` and the deployments run first), never by the service itself."""
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         configure_logging(definition.name, settings.log_level, settings.log_format)
         collaborators = definition.collaborators(settings)
         await collaborators.start()
         app.state.collaborators = collaborators
+        metrics.add_refresher(
+            collaborators,
+            observe(definition.name, collaborators.readiness_checks, collaborators.database),
+        )
         try:
             if definition.event_handlers:
                 assert definition.processed_events is not None
@@ -133,6 +153,7 @@ def create_service_app(
                     collaborators,
                 )
                 await collaborators.bus.consume(consumer.subscription)
+                collaborators.shutdown.on_drain(lambda: _stop_consuming(collaborators.bus))
             relay = None
             if definition.outbox is not None:
                 relay = OutboxRelay(
@@ -147,15 +168,25 @@ def create_service_app(
                 relay.start()
             log.info("service_started", port=settings.port)
             try:
-                yield
+                yield {SHUTDOWN_STATE: collaborators.shutdown}
             finally:
+                # Drained already when the shutdown came through GracefulServer.
+                await collaborators.shutdown.drain()
                 if relay is not None:
-                    await relay.stop()
+                    await relay.stop(grace_seconds=collaborators.shutdown.remaining())
         finally:
+            metrics.remove_refresher(collaborators)
             await collaborators.stop()
+            await flush_spans()
 
     configure_tracing(definition.name)
-    app = FastAPI(title=definition.title, version="1.0.0", lifespan=lifespan)
+    app = FastAPI(
+        title=definition.title,
+        version="1.0.0",
+        lifespan=lifespan,
+        # Exporting is shared.telemetry's set-up (configure_tracing).
+        telemetry={"auto_configure": False},
+    )
     app.state.settings = settings
     # Inside the error envelope and the request id, outside the routes' body parsing.
     app.add_middleware(
@@ -165,11 +196,13 @@ def create_service_app(
     )
     install_error_handlers(app)
     install_openapi(app)
+    app.add_middleware(HttpMetricsMiddleware, service=definition.name)
     app.add_middleware(RequestIdMiddleware, service=definition.name)
     app.add_middleware(TraceContextMiddleware)
     app.include_router(health_router)
     for router in definition.routers:
         app.include_router(router)
+    instrument_app(app)
     return app
 
 
@@ -191,12 +224,41 @@ UVICORN_OPTIONS: dict[str, Any] = {
 
 
 def serve(factory: str, settings: ServiceSettings, *, workers: int = 1) -> None:
-    """Runs one service under uvicorn; `factory` is the "module:create_app" path."""
-    uvicorn.run(
+    """Runs one service under uvicorn; `factory` is the "module:create_app" path.
+
+    One worker (as each replica of a deployment runs) shuts down as shared/shutdown.py
+    says. Several run under uvicorn's supervisor: on SIGTERM their requests in flight still
+    finish within SHUTDOWN_GRACE_SECONDS, but nothing is drained before the listener closes
+    (chat's streams end when the grace runs out)."""
+    metrics.share_between_workers(workers)
+    config = uvicorn.Config(
         factory,
         factory=True,
         host=settings.host,
         port=settings.port,
         workers=workers,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
         **UVICORN_OPTIONS,
     )
+    sockets = None
+    if settings.reuse_port or workers > 1:
+        sockets = [bind_socket(settings.host, settings.port, reuse_port=settings.reuse_port)]
+    if workers > 1:
+        assert sockets is not None
+        Multiprocess(config, sockets=sockets).run()
+        return
+    server = GracefulServer(
+        config,
+        delay_seconds=settings.shutdown_delay_seconds,
+        grace_seconds=settings.shutdown_grace_seconds,
+    )
+    server.run(sockets=sockets)
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
+
+
+async def _stop_consuming(bus: EventBus) -> None:
+    # The embedded mode's bus is shared by every service of the process: the launcher
+    # stops it, not one service.
+    if not isinstance(bus, InProcessBus):
+        await bus.stop_consuming()

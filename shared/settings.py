@@ -20,6 +20,16 @@ class ServiceSettings(BaseSettings):
     service_name: str = "service"
     host: str = "127.0.0.1"
     port: int = 8000
+    # Worker processes of `python -m services.<name>` (WORKERS); their metrics are summed.
+    workers: int = Field(default=1, ge=1)
+    # Several processes of one service on one port (SO_REUSEPORT): REUSE_PORT=true.
+    reuse_port: bool = False
+    # On SIGTERM (shared/shutdown.py): /ready says 503 at once and requests are still
+    # served for SHUTDOWN_DELAY_SECONDS, then the process stops within
+    # SHUTDOWN_GRACE_SECONDS. Kubernetes' terminationGracePeriodSeconds must be at least
+    # their sum (plus a margin): past it the pod is killed.
+    shutdown_delay_seconds: float = Field(default=0.0, ge=0)
+    shutdown_grace_seconds: float = Field(default=20.0, gt=0)
     database_url: str = ""
     # Where local data lives (`make run`'s SQLite files, documents' files): VAR_DIR.
     var_dir: Path = Path("var")

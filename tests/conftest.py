@@ -88,7 +88,21 @@ class Stacks:
             self.started[mode] = self._start(mode)
         return self.started[mode]
 
-    def _start(self, mode: str) -> Stack:
+    def start_other(self, name: str, mode: str, env: dict[str, str]) -> Stack:
+        """A stack of its own (`name`), started with `env` on top of the usual settings;
+        `stop_other(name)` ends it, or the end of the run does."""
+        if name in self.started or name in ("embedded", "full"):
+            raise ValueError(f"a stack named {name} is already there")
+        self.started[name] = self._start(mode, name, env)
+        return self.started[name]
+
+    def stop_other(self, name: str) -> None:
+        stack = self.started.pop(name)
+        self._stop(stack)
+
+    def _start(
+        self, mode: str, name: str | None = None, extra: dict[str, str] | None = None
+    ) -> Stack:
         env = {
             "LYCEUM_ADMIN_EMAIL": ADMIN_EMAIL,
             "LYCEUM_ADMIN_PASSWORD": ADMIN_PASSWORD,
@@ -127,7 +141,7 @@ class Stacks:
         if not self._mail_started:
             self.mail.start()
             self._mail_started = True
-        stack = Stack(mode=mode, workdir=self.workdir / mode, env_overrides=env)
+        stack = Stack(mode=mode, workdir=self.workdir / (name or mode), env_overrides=env)
         if mode == "full":
             require_dependencies()
             # Through proxies, so that tests can take the broker or Redis away and back.
@@ -147,6 +161,7 @@ class Stacks:
                 S3_ACCESS_KEY_ID=S3_ACCESS_KEY,
                 S3_SECRET_ACCESS_KEY=S3_SECRET_KEY,
             )
+        env.update(extra or {})
         print(f"\nstarting {mode} stack at {stack.url} (log: {stack.log_path})", flush=True)
         try:
             return stack.start()
@@ -156,14 +171,18 @@ class Stacks:
 
     def close(self) -> None:
         for stack in self.started.values():
-            stack.stop()
-            if stack.mode == "full":
-                asyncio.run(_clean_full_stack(stack))
+            self._stop(stack)
         for proxy in self.proxies:
             proxy.stop()
         for server in self.s3_servers:
             server.stop()
         self.mail.stop()
+
+    @staticmethod
+    def _stop(stack: Stack) -> None:
+        stack.stop()
+        if stack.mode == "full":
+            asyncio.run(_clean_full_stack(stack))
 
 
 async def _clean_full_stack(stack: Stack) -> None:
@@ -189,6 +208,18 @@ async def _clean_full_stack(stack: Stack) -> None:
     if keys:
         await redis.delete(*keys)
     await redis.aclose()
+
+
+@pytest.fixture(autouse=True)
+def service_name_of_this_process_only() -> Iterator[None]:
+    """An app built in this process names its service in OTEL_SERVICE_NAME (if unset); the
+    processes later tests start must not inherit that name as their own."""
+    before = os.environ.get("OTEL_SERVICE_NAME")
+    yield
+    if before is None:
+        os.environ.pop("OTEL_SERVICE_NAME", None)
+    else:
+        os.environ["OTEL_SERVICE_NAME"] = before
 
 
 @pytest.fixture(scope="session", autouse=True)

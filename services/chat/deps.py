@@ -2,8 +2,9 @@
 the per-user generation slots, the generator that runs replies and the client of the
 documents service."""
 
+import asyncio
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends
 
@@ -23,6 +24,9 @@ from shared.wakeups import WakeOnCommitLoop
 
 # How often replies left generating by a process that died are looked for.
 SWEEP_SECONDS = 60.0
+# At shutdown, the part of the drain kept for saving the replies stopped at its end and
+# closing the WebSockets.
+REPLY_SAVE_SECONDS = 2.0
 
 
 class ChatCollaborators(Collaborators[ChatSettings]):
@@ -54,6 +58,8 @@ class ChatCollaborators(Collaborators[ChatSettings]):
             poll_seconds=SWEEP_SECONDS,
             name="chat-abandoned-replies",
         )
+        # The tasks serving the open WebSockets.
+        self.sockets: set[asyncio.Task[Any]] = set()
 
     async def _end_abandoned(self, older_than: timedelta) -> None:
         await end_abandoned(self.database, older_than)
@@ -66,6 +72,18 @@ class ChatCollaborators(Collaborators[ChatSettings]):
         encoding()  # loads the tokenizer's vocabulary now rather than in the first request
         await self.streams.start()
         self.sweeper.start()
+        self.shutdown.on_drain(self._drain)
+
+    async def _drain(self) -> None:
+        """Readers of replies generated on other replicas are told to go away (they resume
+        there); replies generated here go on while the drain allows, then stop and are
+        saved with what they have; each WebSocket closes (1012) once its replies ended."""
+        self.streams.go_away()
+        left = self.shutdown.drain_remaining()
+        keep = min(REPLY_SAVE_SECONDS, left / 2)
+        await self.generator.wind_down(finish_within=left - keep, save_within=keep / 2)
+        if self.sockets:
+            await asyncio.wait(set(self.sockets), timeout=self.shutdown.drain_remaining())
 
     async def stop(self) -> None:
         try:

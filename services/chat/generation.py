@@ -12,6 +12,7 @@ from typing import Any
 from fastapi.encoders import jsonable_encoder
 from sqlalchemy import update
 
+from services.chat import metrics
 from services.chat.events import record_message_created
 from services.chat.models import Conversation, Message
 from services.chat.providers.base import CompletionRequest, ProviderFailed, ProviderTimedOut, Usage
@@ -110,6 +111,21 @@ class ReplyGenerator:
         if tasks:
             await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS)
 
+    async def wind_down(self, finish_within: float, save_within: float) -> None:
+        """At shutdown: the running replies may finish for `finish_within` seconds; those
+        still running then are stopped and saved with what they have, within `save_within`
+        more. Each one's stream ends with its last event."""
+        tasks = [reply.task for reply in self._running.values() if reply.task is not None]
+        if tasks and finish_within > 0:
+            await asyncio.wait(tasks, timeout=finish_within)
+        unfinished = list(self._running.values())
+        for reply in unfinished:
+            self._streams.stop_here(reply.id)
+        tasks = [reply.task for reply in unfinished if reply.task is not None]
+        if tasks:
+            log.info("replies_stopped_for_shutdown", count=len(tasks))
+            await asyncio.wait(tasks, timeout=max(save_within, 0.001))
+
     def _publish(self, reply: RunningReply, event: StreamEvent) -> None:
         self._streams.publish(reply.id, event)
         if not reply.first_event.done():
@@ -129,6 +145,7 @@ class ReplyGenerator:
                 self._streams.stop_here(reply.id)
 
         writing.add_done_callback(stop_unless_written)
+        metrics.STREAMS_IN_FLIGHT.inc()
         try:
             outcome = await self._generate(reply)
             await self._finish(reply, outcome, writing)
@@ -139,6 +156,7 @@ class ReplyGenerator:
             if not reply.finished.done():
                 reply.finished.set_exception(failure)
         finally:
+            metrics.STREAMS_IN_FLIGHT.dec()
             self._running.pop(reply.id, None)
             await asyncio.gather(writing, return_exceptions=True)
             await self._slots.release(reply.plan.user_id, slot)
@@ -238,6 +256,11 @@ class ReplyGenerator:
                 # The provider charges for what it produced, finished or not.
                 await usage.record(session, plan.user_id, counted)
             await session.flush()
+        model = plan.request.model
+        if outcome.failure is None or outcome.text:
+            metrics.TOKENS.labels(model, metrics.PROMPT).inc(counted.prompt_tokens)
+            metrics.TOKENS.labels(model, metrics.COMPLETION).inc(counted.completion_tokens)
+        metrics.REPLIES.labels(model, "failed" if outcome.failure is not None else row.status).inc()
         if outcome.failure is not None:
             self._publish(reply, _error_event(outcome.failure, len(outcome.text)))
             reply.finished.set_exception(outcome.failure)

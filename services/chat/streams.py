@@ -64,6 +64,11 @@ class StreamGone(Exception):
     """No replica has the reply's events (never started here, or its process died)."""
 
 
+class GoingAway(Exception):
+    """This process is shutting down while following a reply generated on another replica:
+    the reader is to follow it there."""
+
+
 class ReplyStreams:
     def __init__(self, redis_url: str | None, prefix: str, retention_seconds: int) -> None:
         self._redis = Redis.from_url(redis_url, decode_responses=True) if redis_url else None
@@ -72,6 +77,7 @@ class ReplyStreams:
         self._local: dict[uuid.UUID, LocalStream] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop_listener: asyncio.Task[None] | None = None
+        self._going_away: asyncio.Future[None] | None = None
 
     def _key(self, message_id: uuid.UUID) -> str:
         return f"{self._prefix}:reply:{message_id}"
@@ -182,6 +188,19 @@ class ReplyStreams:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def go_away(self) -> None:
+        """From now on, following a reply generated on another replica raises GoingAway
+        (at once for those following one now). Replies generated here are followed to
+        their end."""
+        going_away = self._going_away_future()
+        if not going_away.done():
+            going_away.set_result(None)
+
+    def _going_away_future(self) -> "asyncio.Future[None]":
+        if self._going_away is None:
+            self._going_away = asyncio.get_running_loop().create_future()
+        return self._going_away
+
     # --- any replica ---
 
     async def request_stop(self, message_id: uuid.UUID) -> None:
@@ -245,8 +264,22 @@ class ReplyStreams:
     async def _follow_redis(self, message_id: uuid.UUID, after: int) -> AsyncIterator[StreamEvent]:
         assert self._redis is not None
         key, last_id = self._key(message_id), "0-0"
+        going_away: asyncio.Future[Any] = self._going_away_future()
         while True:
-            answer: Any = await self._redis.xread({key: last_id}, block=REDIS_BLOCK_MILLISECONDS)
+            if going_away.done():
+                raise GoingAway()
+            reading: asyncio.Future[Any] = asyncio.ensure_future(
+                self._redis.xread({key: last_id}, block=REDIS_BLOCK_MILLISECONDS)
+            )
+            try:
+                await asyncio.wait({reading, going_away}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not reading.done():
+                    reading.cancel()
+                    await asyncio.gather(reading, return_exceptions=True)
+            if reading.cancelled():
+                raise GoingAway()
+            answer: Any = reading.result()
             if not answer:
                 if not await self._redis.exists(self._key(message_id)):
                     raise StreamGone()

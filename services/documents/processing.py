@@ -11,12 +11,14 @@ expire; a file that keeps killing its worker ends `failed` after `MAX_ATTEMPTS`.
 import asyncio
 import contextlib
 import tempfile
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import or_, select
 
+from services.documents import metrics
 from services.documents.events import record_document_processed
 from services.documents.extraction import (
     Budget,
@@ -76,6 +78,7 @@ class DocumentProcessor:
 
     async def _claim(self, count: int) -> list[uuid.UUID]:
         now = utcnow()
+        given_up = 0
         async with self._database.unit_of_work(write_lock=True) as session:
             documents = (
                 await session.scalars(
@@ -94,13 +97,17 @@ class DocumentProcessor:
                 if document.processing_attempts >= MAX_ATTEMPTS:
                     mark_failed(document, "processing stopped its worker too many times")
                     record_document_processed(session, document)
+                    given_up += 1
                     continue
                 document.processing_attempts += 1
                 document.claimed_until = now + self._claim_for
                 claimed.append(document.id)
-            return claimed
+        if given_up:
+            metrics.PROCESSED.labels(FAILED).inc(given_up)
+        return claimed
 
     async def _process(self, document_id: uuid.UUID) -> None:
+        started = time.perf_counter()
         async with self._database.unit_of_work() as session:
             document = await session.get(Document, document_id)
             if document is None:
@@ -113,7 +120,10 @@ class DocumentProcessor:
             extracted, reason = None, str(failure)
         except ObjectNotFoundError:
             extracted, reason = None, "the stored file is missing"
-        await self._save(document_id, extracted, reason)
+        status = await self._save(document_id, extracted, reason)
+        if status is not None:
+            metrics.PROCESSED.labels(status).inc()
+            metrics.PROCESSING_DURATION.labels(status).observe(time.perf_counter() - started)
 
     async def _extract(self, key: str, mime_type: str) -> Extracted:
         with tempfile.TemporaryDirectory(prefix="lyceum-document-") as directory:
@@ -139,13 +149,14 @@ class DocumentProcessor:
 
     async def _save(
         self, document_id: uuid.UUID, extracted: Extracted | None, reason: str | None
-    ) -> None:
+    ) -> str | None:
+        """The document's new status; None when it was deleted or finished meanwhile."""
         async with self._database.unit_of_work(write_lock=True) as session:
             document = await session.scalar(
                 select(Document).where(Document.id == document_id).with_for_update()
             )
             if document is None or document.status != PROCESSING:
-                return  # deleted meanwhile, or finished by another worker
+                return None  # deleted meanwhile, or finished by another worker
             if extracted is None:
                 mark_failed(document, reason or "unreadable")
             else:
@@ -178,6 +189,7 @@ class DocumentProcessor:
             chunks=document.chunk_count,
             reason=document.failure_reason,
         )
+        return document.status
 
 
 def mark_failed(document: Document, reason: str) -> None:

@@ -18,8 +18,11 @@ Every domain event of Lyceum, as published on the durable RabbitMQ topic exchang
 `lyceum.events`. The routing key is the event type; the body is a CloudEvents 1.0
 envelope in structured JSON mode whose `data` follows the JSON Schema of its type
 (`docs/events/schemas/<type>.json`). Messages are persistent, `message_id` is the event
-id (deduplicate on it: delivery is at least once), `type` the event type, and the
-`traceparent` header carries the W3C trace context.
+id (deduplicate on it: delivery is at least once) and `type` the event type. The W3C trace
+context travels twice: as the envelope's `traceparent` extension attribute (CloudEvents
+distributed tracing: the trace of the change the event records) and as the message's
+`traceparent` header (the publisher's span). Webhook deliveries carry a `traceparent`
+header continuing the same trace.
 
 To consume, declare your own durable queue (a quorum queue is recommended) and bind it
 to the exchange with the routing keys you want (`user.*`, `course.published`, `#`).
@@ -43,6 +46,15 @@ CLOUD_EVENT: dict[str, Any] = {
         "subject": {"type": "string", "examples": ["users/0b6f…"]},
         "datacontenttype": {"const": "application/json"},
         "data": {"type": "object"},
+        "traceparent": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+            "description": (
+                "Extension attribute (CloudEvents distributed tracing): the W3C trace context "
+                "of the change the event records; absent when there was none"
+            ),
+            "examples": ["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"],
+        },
     },
 }
 

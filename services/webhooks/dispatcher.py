@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from opentelemetry import propagate
+from opentelemetry.trace import StatusCode
 from sqlalchemy import Executable, insert, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.webhooks import statements
+from services.webhooks import metrics, statements
 from services.webhooks.events import DELIVERIES_DUE, record_endpoint_disabled
 from services.webhooks.models import (
     FAILED,
@@ -44,6 +46,8 @@ from services.webhooks.signing import signed_headers
 from services.webhooks.url_safety import Resolver, parse_networks
 from shared.db import Database, utcnow
 from shared.logging import get_logger
+from shared.metrics import add_refresher, remove_refresher
+from shared.telemetry import span_in, traced_by
 from shared.wakeups import WakeOnCommitLoop
 
 log = get_logger(__name__)
@@ -64,6 +68,7 @@ class Job:
     message_id: str
     body: str
     endpoint_failing: bool
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,6 +76,20 @@ class Outcome:
     job: Job
     attempted_at: datetime
     result: AttemptResult
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What a recorded attempt did to its delivery (`metrics.SUCCEEDED`, `RETRYING` or
+    `FAILED`) and to its endpoint."""
+
+    delivery: str
+    endpoint_disabled: bool = False
+
+    def count(self) -> None:
+        metrics.DELIVERIES.labels(self.delivery).inc()
+        if self.endpoint_disabled:
+            metrics.ENDPOINTS_DISABLED.inc()
 
 
 def signing_secrets(endpoint: Endpoint, now: datetime) -> list[str]:
@@ -132,8 +151,13 @@ class Dispatcher:
 
     def start(self) -> None:
         self._loop.start()
+        add_refresher(self, self._refresh_metrics)
+
+    async def _refresh_metrics(self) -> None:
+        await metrics.count_disabled_endpoints(self._database)
 
     async def stop(self) -> None:
+        remove_refresher(self)
         await self._loop.stop()
         for task in self._tasks:
             task.cancel()
@@ -217,6 +241,7 @@ class Dispatcher:
                 message_id=row.message_id,
                 body=row.body,
                 endpoint_failing=row.failing_since is not None,
+                traceparent=row.traceparent,
             )
             for row in rows
         ]
@@ -231,8 +256,7 @@ class Dispatcher:
         attempted_at = utcnow()
         started = time.monotonic()
         try:
-            headers = signed_headers(job.message_id, attempted_at, job.body, job.signing_secrets)
-            result = await self._sender.send(job.url, headers, job.body)
+            result = await self._send(job, attempted_at)
         except Exception as exc:
             # send() reports its own failures; this is for anything before or around it.
             log.warning(
@@ -242,6 +266,9 @@ class Dispatcher:
             result = AttemptResult(None, None, elapsed, describe(exc))
         finally:
             self._sent(job)
+        metrics.ATTEMPT_LATENCY.labels(
+            metrics.SUCCEEDED if result.succeeded else metrics.FAILED
+        ).observe(time.monotonic() - started)
         outcome = Outcome(job, attempted_at, result)
         batched = result.succeeded and not job.endpoint_failing
         recorded = batched and await self._record_with_others(outcome)
@@ -258,10 +285,26 @@ class Dispatcher:
             duration_ms=result.duration_ms,
         )
 
+    async def _send(self, job: Job, attempted_at: datetime) -> AttemptResult:
+        """One attempt, in the trace of the event that caused it: the receiver gets its
+        `traceparent` (the HTTP client's span's, when spans are recorded)."""
+        attributes = {
+            "webhook.delivery_id": str(job.delivery_id),
+            "webhook.endpoint_id": str(job.endpoint_id),
+            "cloudevents.event_id": job.message_id,
+        }
+        with span_in(traced_by(job.traceparent), "webhook delivery", attributes=attributes) as span:
+            headers = signed_headers(job.message_id, attempted_at, job.body, job.signing_secrets)
+            propagate.inject(headers)
+            result = await self._sender.send(job.url, headers, job.body)
+            if result.error is not None:
+                span.set_status(StatusCode.ERROR, result.error)
+            return result
+
     async def _record_alone(self, outcome: Outcome) -> bool:
         job, attempted_at, result = outcome.job, outcome.attempted_at, outcome.result
         try:
-            await self._record(job, attempted_at, result)
+            recorded = await self._record(job, attempted_at, result)
         except Exception:
             log.exception("webhook_attempt_not_recorded", delivery_id=str(job.delivery_id))
             # Perhaps the answer itself could not be stored: the outcome without it, then.
@@ -270,11 +313,13 @@ class Dispatcher:
                 error = f"{error[:400]} (the response could not be stored)"
             bare = AttemptResult(result.status, None, result.duration_ms, error)
             try:
-                await self._record(job, attempted_at, bare)
+                recorded = await self._record(job, attempted_at, bare)
             except Exception:
                 # The claim lapses and another attempt follows: at least once, never lost.
                 log.exception("webhook_attempt_not_recorded", delivery_id=str(job.delivery_id))
                 return False
+        if recorded is not None:
+            recorded.count()
         return True
 
     async def _record_with_others(self, outcome: Outcome) -> bool:
@@ -297,6 +342,8 @@ class Dispatcher:
                 except Exception:
                     log.exception("webhook_attempts_not_recorded", count=len(batch))
                     recorded = set()
+                if recorded:
+                    metrics.DELIVERIES.labels(metrics.SUCCEEDED).inc(len(recorded))
                 for outcome, future in batch:
                     if not future.done():
                         future.set_result(outcome in recorded)
@@ -335,7 +382,11 @@ class Dispatcher:
                 )
         return {claims[delivery_id] for delivery_id in recorded}
 
-    async def _record(self, job: Job, attempted_at: datetime, result: AttemptResult) -> None:
+    async def _record(
+        self, job: Job, attempted_at: datetime, result: AttemptResult
+    ) -> Recorded | None:
+        """None when the attempt changed nothing (its claim was lost, or its endpoint
+        deleted)."""
         attempt = Attempt(**_attempt_values(Outcome(job, attempted_at, result)))
         async with self._database.unit_of_work(write_lock=True) as session:
             if result.succeeded and not job.endpoint_failing:
@@ -353,7 +404,7 @@ class Dispatcher:
                 )
                 if succeeded.rowcount == 1:  # type: ignore[attr-defined]
                     session.add(attempt)
-                    return
+                    return Recorded(metrics.SUCCEEDED)
             # Endpoint before delivery, in the order deleting an endpoint locks them (its
             # deliveries go with it), so that the two never deadlock. NO KEY UPDATE locks:
             # new deliveries and attempts that refer to these rows are not held up.
@@ -361,7 +412,7 @@ class Dispatcher:
             endpoint = await session.get(Endpoint, job.endpoint_id, with_for_update=lock)
             delivery = await session.get(Delivery, job.delivery_id, with_for_update=lock)
             if endpoint is None or delivery is None:
-                return  # the endpoint was deleted meanwhile
+                return None  # the endpoint was deleted meanwhile
             # The request was sent, so it goes in the log in any case.
             session.add(attempt)
             if delivery.claim_token != job.claim_token:
@@ -372,24 +423,28 @@ class Dispatcher:
                     delivery_id=str(job.delivery_id),
                     message_id=job.message_id,
                 )
-                return
+                return None
             delivery.attempt_count += 1
             delivery.claim_token = None
             if result.succeeded:
                 delivery.status, delivery.next_attempt_at = SUCCEEDED, None
                 endpoint.failing_since = None
-                return
+                return Recorded(metrics.SUCCEEDED)
             if delivery.attempt_count <= len(self._delays):
                 delay = timedelta(seconds=self._delays[delivery.attempt_count - 1])
                 delivery.status, delivery.next_attempt_at = PENDING, utcnow() + delay
             else:
                 delivery.status, delivery.next_attempt_at = FAILED, None
+            disabled = False
             if endpoint.failing_since is None:
                 endpoint.failing_since = attempted_at
             elif attempted_at - endpoint.failing_since >= self._disable_after:
-                await self._disable(session, endpoint)
+                disabled = await self._disable(session, endpoint)
+            return Recorded(
+                metrics.RETRYING if delivery.status == PENDING else metrics.FAILED, disabled
+            )
 
-    async def _disable(self, session: AsyncSession, endpoint: Endpoint) -> None:
+    async def _disable(self, session: AsyncSession, endpoint: Endpoint) -> bool:
         reason = f"Every attempt failed since {endpoint.failing_since:%Y-%m-%dT%H:%M:%SZ}"
         disabled = await session.execute(
             update(Endpoint)
@@ -397,9 +452,11 @@ class Dispatcher:
             .values(enabled=False, disabled_reason=reason)
             .execution_options(synchronize_session=False)
         )
-        if disabled.rowcount == 1:  # type: ignore[attr-defined]
-            record_endpoint_disabled(session, endpoint, reason)
-            log.warning("webhook_endpoint_disabled", endpoint_id=str(endpoint.id), reason=reason)
+        if disabled.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        record_endpoint_disabled(session, endpoint, reason)
+        log.warning("webhook_endpoint_disabled", endpoint_id=str(endpoint.id), reason=reason)
+        return True
 
 
 def _attempt_values(outcome: Outcome) -> dict[str, Any]:

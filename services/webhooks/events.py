@@ -15,6 +15,7 @@ from shared.db import utcnow
 from shared.events.cloudevents import CloudEvent
 from shared.events.consumer import DomainHandler
 from shared.events.outbox import Outbox
+from shared.telemetry import current_traceparent
 from shared.wakeups import flag_work
 
 if TYPE_CHECKING:
@@ -47,7 +48,10 @@ def add_message(
 ) -> list[Delivery]:
     session.add(
         Message(
-            id=message_id, event_type=event_type, body=webhook_body(event_type, timestamp, data)
+            id=message_id,
+            event_type=event_type,
+            body=webhook_body(event_type, timestamp, data),
+            traceparent=current_traceparent(),
         )
     )
     now = utcnow()
@@ -72,8 +76,15 @@ async def fan_out(
         return
     body = webhook_body(event.type, event.time, event.data)
     now = utcnow()
+    # The consumer's span is current: each delivery attempt is its child.
     await session.execute(
-        insert(Message).values(id=event.id, event_type=event.type, body=body, created_at=now)
+        insert(Message).values(
+            id=event.id,
+            event_type=event.type,
+            body=body,
+            created_at=now,
+            traceparent=current_traceparent(),
+        )
     )
     await session.execute(
         insert(Delivery),

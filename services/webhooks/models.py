@@ -9,6 +9,8 @@ from shared.events.consumer import ProcessedEventMixin
 from shared.events.outbox import OutboxMixin
 
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
+# The `disabled_reason` of an endpoint an admin disabled; the dispatcher gives its own.
+DISABLED_BY_ADMIN = "Disabled by an administrator"
 
 
 class Base(DeclarativeBase):
@@ -42,6 +44,8 @@ class Message(Base):
     event_type: Mapped[str] = mapped_column(String(100), nullable=False, index=True)
     body: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    # The trace of what caused the message, which each attempt continues.
+    traceparent: Mapped[str | None] = mapped_column(String(55))
 
 
 class Delivery(TimestampMixin, Base):

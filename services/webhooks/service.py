@@ -13,7 +13,7 @@ from sqlalchemy.orm import joinedload, selectinload
 from services.webhooks.catalogue import load_catalogue
 from services.webhooks.deps import WebhooksCollaborators
 from services.webhooks.events import DELIVERIES_DUE, add_message
-from services.webhooks.models import FAILED, PENDING, Delivery, Endpoint
+from services.webhooks.models import DISABLED_BY_ADMIN, FAILED, PENDING, Delivery, Endpoint
 from services.webhooks.schemas import (
     DeliveryStatus,
     EndpointCreate,
@@ -28,8 +28,6 @@ from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.pagination import PageParams, Pagination, paginate
 from shared.updates import assign_changed, requested_values
 from shared.wakeups import flag_work
-
-DISABLED_BY_ADMIN = "Disabled by an administrator"
 
 
 async def checked_url(webhooks: WebhooksCollaborators, url: str) -> str:

@@ -44,6 +44,7 @@ from shared.db import UTCDateTime
 # What a claimed delivery is sent with, besides its id, endpoint and message.
 JOB_COLUMNS = (
     Message.body,
+    Message.traceparent,
     Endpoint.url,
     Endpoint.secret,
     Endpoint.previous_secret,

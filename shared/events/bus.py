@@ -38,6 +38,11 @@ class EventBus(Protocol):
 
     async def is_ready(self) -> bool: ...
 
+    async def stop_consuming(self) -> None:
+        """Takes no more deliveries and returns once the handlers already running have
+        finished and acknowledged their messages. What was delivered and not handled is
+        left unacknowledged, for the broker to give to another consumer. Idempotent."""
+
     async def close(self) -> None: ...
 
 

@@ -20,6 +20,9 @@ class CloudEvent(BaseModel):
     subject: str | None = None
     datacontenttype: str = "application/json"
     data: dict[str, Any]
+    # The distributed tracing extension: the W3C trace context of the change the event
+    # records, which consumers continue (shared.telemetry.event_parent).
+    traceparent: str | None = None
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()

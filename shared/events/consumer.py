@@ -4,7 +4,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from opentelemetry import propagate, trace
 from sqlalchemy import String
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,9 +13,9 @@ from shared.db import Database, UTCDateTime, utcnow
 from shared.events.bus import Subscription, topic_matches
 from shared.events.cloudevents import CloudEvent
 from shared.logging import get_logger
+from shared.telemetry import event_parent, span_in
 
 log = get_logger(__name__)
-tracer = trace.get_tracer("lyceum.events")
 
 ContextT = TypeVar("ContextT")
 
@@ -59,8 +58,13 @@ class EventConsumer(Generic[ContextT]):
         )
         if handler is None:
             return
-        context = propagate.extract(headers)
-        with tracer.start_as_current_span(f"consume {event.type}", context=context):
+        attributes = {
+            "cloudevents.event_id": event.id,
+            "cloudevents.event_type": event.type,
+            "cloudevents.event_source": event.source,
+        }
+        parent = event_parent(event.traceparent, headers)
+        with span_in(parent, f"consume {event.type}", attributes=attributes):
             try:
                 async with self._database.unit_of_work() as session:
                     if await session.get(self._processed_model, event.id) is not None:

@@ -35,6 +35,8 @@ class InProcessBus:
     def __init__(self, delivery_limit: int = 5) -> None:
         self._queues: dict[str, _Queue] = {}
         self._delivery_limit = delivery_limit
+        self._taking_deliveries = True
+        self._handling: set[asyncio.Task[None] | None] = set()
 
     async def start(self) -> None:
         return None
@@ -66,6 +68,15 @@ class InProcessBus:
     def dead_letters(self, queue_name: str) -> list[CloudEvent]:
         return [d.event for d in self._queues[queue_name].dead_letters]
 
+    async def stop_consuming(self) -> None:
+        """The consumers stop between two messages: a handler running finishes first."""
+        self._taking_deliveries = False
+        consumers = [task for queue in self._queues.values() for task in queue.consumers]
+        for task in consumers:
+            if task not in self._handling:
+                task.cancel()
+        await asyncio.gather(*consumers, return_exceptions=True)
+
     async def close(self) -> None:
         for queue in self._queues.values():
             for task in queue.consumers:
@@ -77,9 +88,11 @@ class InProcessBus:
 
     async def _consume(self, subscription: Subscription, queue: _Queue) -> None:
         assert subscription.handler is not None
-        while True:
+        while self._taking_deliveries:
             delivery = await queue.messages.get()
             delivery.attempts += 1
+            task = asyncio.current_task()
+            self._handling.add(task)
             try:
                 await subscription.handler(delivery.event, delivery.headers)
             except Exception:
@@ -93,3 +106,5 @@ class InProcessBus:
                     queue.dead_letters.append(delivery)
                 else:
                     queue.messages.put_nowait(delivery)
+            finally:
+                self._handling.discard(task)

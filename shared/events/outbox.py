@@ -25,6 +25,7 @@ from shared.db import Database, UTCDateTime, utcnow
 from shared.events.bus import EventBus, PublishRefused
 from shared.events.cloudevents import CloudEvent
 from shared.logging import get_logger
+from shared.telemetry import current_traceparent, span_in, traced_by
 from shared.wakeups import WakeOnCommitLoop, flag_work
 
 log = get_logger(__name__)
@@ -77,9 +78,10 @@ class Outbox:
     def add(
         self, session: AsyncSession, event_type: str, subject: str, data: dict[str, Any]
     ) -> CloudEvent:
-        cloud_event = CloudEvent(source=self.source, type=event_type, subject=subject, data=data)
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
+        traceparent = current_traceparent()
+        cloud_event = CloudEvent(
+            source=self.source, type=event_type, subject=subject, data=data, traceparent=traceparent
+        )
         model: Any = self.model
         session.add(
             model(
@@ -88,7 +90,7 @@ class Outbox:
                 subject=subject,
                 created_at=_next_created_at(),
                 payload=cloud_event.to_json().decode(),
-                traceparent=carrier.get("traceparent"),
+                traceparent=traceparent,
             )
         )
         flag_work(session, PENDING_FLAG)
@@ -170,11 +172,13 @@ class OutboxRelay:
         metrics.add_refresher(self, self.refresh_metrics)
         self._loop.start()
 
-    async def stop(self) -> None:
+    async def stop(self, *, grace_seconds: float = 0.0) -> None:
+        """With `grace_seconds`, the batch being published is finished and marked sent, and
+        what was committed meanwhile goes out too, for up to that long."""
         metrics.remove_refresher(self)
         if self._retry_timer is not None:
             self._retry_timer.cancel()
-        await self._loop.stop()
+        await self._loop.stop(grace_seconds=grace_seconds)
         metrics.forget_service(self._service)
 
     async def _publish_step(self) -> None:
@@ -261,7 +265,18 @@ class OutboxRelay:
             event = CloudEvent.from_json(row.payload)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             raise _RowFailed("invalid_payload", exc) from exc
-        headers = {"traceparent": row.traceparent} if row.traceparent else {}
+        # Rows written before the envelope carried it have it in their column only.
+        event.traceparent = event.traceparent or row.traceparent
+        attributes = {"cloudevents.event_id": event.id, "cloudevents.event_type": event.type}
+        with span_in(
+            traced_by(row.traceparent), f"outbox publish {event.type}", attributes=attributes
+        ):
+            await self._publish_event(row, event)
+
+    async def _publish_event(self, row: Any, event: CloudEvent) -> None:
+        # The publishing span's context, in the message headers too.
+        headers: dict[str, str] = {}
+        propagate.inject(headers)
         try:
             await self._bus.publish(event, headers)
         except PublishRefused as exc:

@@ -1,6 +1,7 @@
 """The full-stack bus: one durable topic exchange on RabbitMQ, quorum queues, dead letters."""
 
 import asyncio
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import (
@@ -21,6 +22,7 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 PUBLISH_TIMEOUT_SECONDS = 5.0
+CANCEL_TIMEOUT_SECONDS = 5.0
 
 
 class RabbitBus:
@@ -49,6 +51,13 @@ class RabbitBus:
         # forgotten: it declares the queue, starts consuming and retries until it does.
         self._consumers: dict[str, asyncio.Task[None]] = {}
         self._consuming: set[str] = set()
+        # Each consumed queue and its consumer tag, cancelled (basic.cancel) at shutdown.
+        self._consumer_tags: dict[str, tuple[AbstractQueue, str]] = {}
+        # The handlers running now: at shutdown each finishes and acks before the channel
+        # closes.
+        self._handling: set[asyncio.Task[Any]] = set()
+        self._taking_deliveries = True
+        self._stopping: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Connects in the background until the broker answers; the outbox waits meanwhile."""
@@ -161,6 +170,19 @@ class RabbitBus:
         queue = await self._declare(subscription)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
+            if not self._taking_deliveries:
+                # Delivered while the consumer was being cancelled: left unacknowledged, it
+                # goes back to the queue (for another consumer) when the channel closes.
+                return
+            task = asyncio.current_task()
+            assert task is not None
+            self._handling.add(task)
+            try:
+                await handle(message)
+            finally:
+                self._handling.discard(task)
+
+        async def handle(message: AbstractIncomingMessage) -> None:
             try:
                 event = CloudEvent.from_json(message.body)
             except ValidationError:
@@ -178,7 +200,8 @@ class RabbitBus:
                 return
             await message.ack()
 
-        await queue.consume(on_message)
+        tag = await queue.consume(on_message)
+        self._consumer_tags[subscription.queue] = (queue, tag)
 
     async def publish(self, event: CloudEvent, headers: dict[str, str]) -> None:
         if not self._connected.is_set() or self._exchange is None:
@@ -225,9 +248,32 @@ class RabbitBus:
     async def is_ready(self) -> bool:
         return self._broker_connected() and self.consuming()
 
+    async def stop_consuming(self) -> None:
+        if self._stopping is None:
+            self._stopping = asyncio.create_task(self._stop_consuming())
+        await asyncio.shield(self._stopping)
+
+    async def _stop_consuming(self) -> None:
+        self._taking_deliveries = False
+        for task in self._consumers.values():
+            task.cancel()
+        await asyncio.gather(*self._consumers.values(), return_exceptions=True)
+        for name, (queue, tag) in list(self._consumer_tags.items()):
+            try:
+                await queue.cancel(tag, timeout=CANCEL_TIMEOUT_SECONDS)
+            except Exception as exc:
+                log.warning("event_consumer_cancel_failed", queue=name, error=repr(exc))
+        while self._handling:
+            await asyncio.wait(set(self._handling))
+        log.info("event_consumers_stopped", queues=sorted(self._consumer_tags))
+
     async def close(self) -> None:
         metrics.remove_refresher(self)
-        tasks = [t for t in (self._connecting, *self._consumers.values()) if t is not None]
+        tasks = [
+            t
+            for t in (self._connecting, self._stopping, *self._consumers.values())
+            if t is not None
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -465,3 +465,74 @@ async def test_a_get_is_retried_after_a_refused_connection_and_a_post_is_not(
     finally:
         gateway.stop()
         front.stop()
+
+
+class CloseWhenReused(TcpProxy):
+    """In front of the upstream: with `drops` set, the next request sent on a connection
+    that has already carried an answer is not forwarded; the connection is closed instead,
+    as a server closes an idle keep-alive connection just as a request is sent on it."""
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__("127.0.0.1", target_port)
+        self.drops = 0
+        self.connections = 0
+        self.forwarded_requests = 0
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        target_reader, target_writer = await asyncio.open_connection(*self.target)
+        answered = asyncio.Event()
+
+        async def answers() -> None:
+            while data := await target_reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+                answered.set()
+
+        relaying = asyncio.create_task(answers())
+        try:
+            carrying = False
+            while data := await reader.read(65536):
+                if answered.is_set() and self.drops > 0:
+                    self.drops -= 1
+                    return
+                if not carrying or answered.is_set():
+                    self.forwarded_requests += 1
+                    answered.clear()
+                carrying = True
+                target_writer.write(data)
+                await target_writer.drain()
+        finally:
+            relaying.cancel()
+            writer.transport.abort()
+            target_writer.transport.abort()
+
+
+async def test_a_post_on_a_pooled_connection_the_upstream_closed_is_sent_again_on_a_new_one(
+    workdir: Path, upstream: UpstreamProcess, key: SigningKey
+) -> None:
+    front = CloseWhenReused(upstream.port)
+    front.start()
+    env = upstream_env(upstream)
+    env["UPSTREAMS"] = env["UPSTREAMS"].replace(upstream.url, f"http://127.0.0.1:{front.port}")
+    gateway = GatewayProcess(workdir, env).start()
+    headers = {"Authorization": f"Bearer {key.token()}"}
+    body = b"p" * 5000
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+            first = await client.post(f"{PREFIX}/upload", content=body, headers=headers)
+            assert first.json() == {"bytes": len(body)}
+            assert front.connections == 1
+
+            front.drops = 1
+            again = await client.post(f"{PREFIX}/upload", content=body, headers=headers)
+            assert again.status_code == 200, again.text
+            assert again.json() == {"bytes": len(body)}
+            assert front.drops == 0, "the pooled connection was used, and closed"
+            assert front.connections == 2
+            assert front.forwarded_requests == 2, "the upstream got the POST once"
+            metrics = (await client.get("/metrics")).text
+            assert metric(metrics, "gateway_upstream_retries_total", upstream="files") == 1
+    finally:
+        gateway.stop()
+        front.stop()

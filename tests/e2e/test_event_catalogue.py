@@ -12,7 +12,7 @@ import yaml
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from jsonschema import Draft202012Validator
 
-from services.webhooks.asyncapi import DOCUMENT_PATH, render
+from services.webhooks.asyncapi import CLOUD_EVENT, DOCUMENT_PATH, render
 from services.webhooks.settings import REPOSITORY_SCHEMAS_DIR
 from shared.testing import Stack, eventually
 from tests.e2e.helpers import admin_tokens, bearer, signed_up
@@ -120,9 +120,12 @@ async def test_what_the_services_emit_validates_against_the_catalogue(
     with contextlib.suppress(Exception):
         await queue.delete(if_unused=False, if_empty=False)
 
-    # Everything published meanwhile, by any service, must match its schema.
+    # Everything published meanwhile, by any service, must match its schema, in an envelope
+    # (the `traceparent` extension attribute included) that matches the catalogue's.
+    envelope = Draft202012Validator(CLOUD_EVENT, format_checker=Draft202012Validator.FORMAT_CHECKER)
     for event in seen:
         assert event["specversion"] == "1.0"
+        assert not list(envelope.iter_errors(event)), event
         errors = list(validator(event["type"]).iter_errors(event["data"]))
         assert not errors, f"{event['type']}: {errors[0].message}"
     for payload in receiver.payloads("webhook.test"):

@@ -364,3 +364,63 @@ async def test_a_failing_handler_leaves_no_trace_so_a_redelivery_can_succeed(
     await consumer.handle(created, {})
     async with database.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(Profile)) == 1
+
+
+class HeldBus(Bus):
+    """Holds every publish until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.published: list[str] = []
+
+    async def publish(self, event: CloudEvent, headers: dict[str, str]) -> None:
+        self.calls += 1
+        await self.release.wait()
+        await super().publish(event, headers)
+        self.published.append(event.id)
+
+
+async def test_a_relay_stopped_in_the_middle_of_a_batch_finishes_it_and_marks_it_sent(
+    database: Database,
+) -> None:
+    bus = HeldBus()
+    outbox = fresh_outbox()
+    relay = OutboxRelay(database, outbox, bus, poll_seconds=60)
+    relay.start()
+    await record(database, outbox, *[(f"things/{n}", {"n": n}) for n in range(3)])
+    await bus.wait_for_calls(1)
+    stopping = asyncio.create_task(relay.stop(grace_seconds=10))
+    await asyncio.sleep(0)
+    bus.release.set()
+    await stopping
+    await bus.close()
+
+    async with database.sessions() as session:
+        rows = (await session.scalars(select(OutboxEvent))).all()
+    assert len(rows) == 3
+    assert all(row.published_at is not None for row in rows)
+    # Each went out once: a batch cut short would be published again by the next relay.
+    assert sorted(bus.published) == sorted(row.id for row in rows)
+
+
+async def test_stopping_consumers_lets_the_handler_running_finish_and_takes_nothing_more() -> None:
+    bus = InProcessBus()
+    handling = asyncio.Event()
+    finish = asyncio.Event()
+    handled: list[int] = []
+
+    async def slow(event: CloudEvent, headers: dict[str, str]) -> None:
+        handling.set()
+        await finish.wait()
+        handled.append(event.data["n"])
+
+    await bus.consume(Subscription("q", ("#",), slow))
+    await bus.publish(CloudEvent(source="lyceum/test", type="thing.happened", data={"n": 1}), {})
+    await asyncio.wait_for(handling.wait(), 5)
+    stopping = asyncio.create_task(bus.stop_consuming())
+    await bus.publish(CloudEvent(source="lyceum/test", type="thing.happened", data={"n": 2}), {})
+    finish.set()
+    await asyncio.wait_for(stopping, 5)
+    await bus.close()
+    assert handled == [1]

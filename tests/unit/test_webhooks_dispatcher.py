@@ -1,6 +1,7 @@
 """The dispatcher on a real (SQLite) database with a stand-in sender: every attempt is
-recorded whatever happens, only the holder of a claim records on the delivery, and
-failing endpoints cannot take the slots healthy endpoints need."""
+recorded whatever happens, only the holder of a claim records on the delivery,
+failing endpoints cannot take the slots healthy endpoints need, and the metrics count
+deliveries by outcome, attempts and disabled endpoints."""
 
 import asyncio
 import uuid
@@ -13,16 +14,25 @@ import pytest
 from sqlalchemy import select, update
 
 import services.webhooks
+from services.webhooks import metrics as webhook_metrics
 from services.webhooks import service
 from services.webhooks.dispatcher import Dispatcher, Job
 from services.webhooks.events import add_message
-from services.webhooks.models import PENDING, SUCCEEDED, Attempt, Delivery, Endpoint
+from services.webhooks.models import (
+    DISABLED_BY_ADMIN,
+    PENDING,
+    SUCCEEDED,
+    Attempt,
+    Delivery,
+    Endpoint,
+)
 from services.webhooks.sender import AttemptResult
 from services.webhooks.settings import WebhooksSettings
 from services.webhooks.signing import new_secret
 from services.webhooks.url_safety import Resolver
 from shared.db import Database, utcnow
 from shared.errors import Conflict
+from shared.metrics import REGISTRY
 from shared.migrations import upgrade_to_head_async
 
 MIGRATIONS = Path(services.webhooks.__file__).parent / "migrations"
@@ -69,11 +79,11 @@ async def resolver() -> AsyncIterator[Resolver]:
 def dispatcher_with(
     database: Database, resolver: Resolver, **settings: object
 ) -> tuple[Dispatcher, StandInSender]:
-    config = WebhooksSettings(
-        webhook_retry_schedule="10,20",
-        webhook_attempt_timeout_seconds=5,
-        **settings,  # type: ignore[arg-type]
-    )
+    defaults: dict[str, object] = {
+        "webhook_retry_schedule": "10,20",
+        "webhook_attempt_timeout_seconds": 5,
+    }
+    config = WebhooksSettings(**{**defaults, **settings})  # type: ignore[arg-type]
     dispatcher = Dispatcher(database, config, resolver)
     stand_in = StandInSender()
     dispatcher._sender = stand_in  # type: ignore[assignment]
@@ -266,3 +276,62 @@ async def test_a_manual_retry_is_refused_while_an_attempt_is_in_flight(
     # The lapsed attempt's outcome, should it still come, no longer changes the delivery.
     await dispatcher._record(job, utcnow(), AttemptResult(204, "", 3, None))
     assert (await delivery_of(database, endpoint)).status == PENDING
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_deliveries_attempts_and_disabled_endpoints_are_counted(
+    database: Database, resolver: Resolver
+) -> None:
+    dispatcher, sender = dispatcher_with(
+        database, resolver, webhook_retry_schedule="10", webhook_disable_after_seconds=30
+    )
+    outcomes = ("succeeded", "retrying", "failed")
+    deliveries = {o: sample("webhook_deliveries_total", outcome=o) for o in outcomes}
+    attempts = {
+        o: sample("webhook_attempt_duration_seconds_count", outcome=o)
+        for o in ("succeeded", "failed")
+    }
+    disabled = sample("webhook_endpoints_disabled_total")
+
+    await endpoint_with_deliveries(database, "healthy", 3)
+    await run_until_idle(dispatcher)
+    sender.result = AttemptResult(500, "", 2, None)
+    flaky = await endpoint_with_deliveries(database, "flaky", 1)
+    await run_until_idle(dispatcher)  # its first failure: retried later
+    async with database.unit_of_work() as session:
+        await session.execute(
+            update(Delivery)
+            .where(Delivery.endpoint_id == flaky.id)
+            .values(next_attempt_at=utcnow() - timedelta(seconds=1))
+            .execution_options(synchronize_session=False)
+        )
+    await run_until_idle(dispatcher)  # its second: no attempt left
+    await endpoint_with_deliveries(database, "dead", 1, failing=True)
+    await run_until_idle(dispatcher)  # failing for a minute: disabled
+
+    assert {o: sample("webhook_deliveries_total", outcome=o) - deliveries[o] for o in outcomes} == {
+        "succeeded": 3,
+        "retrying": 2,
+        "failed": 1,
+    }
+    assert sample("webhook_attempt_duration_seconds_count", outcome="succeeded") == (
+        attempts["succeeded"] + 3
+    )
+    assert sample("webhook_attempt_duration_seconds_count", outcome="failed") == (
+        attempts["failed"] + 3
+    )
+    assert sample("webhook_endpoints_disabled_total") == disabled + 1
+
+    async with database.unit_of_work() as session:
+        await session.execute(
+            update(Endpoint)
+            .where(Endpoint.id == flaky.id)
+            .values(enabled=False, disabled_reason=DISABLED_BY_ADMIN)
+            .execution_options(synchronize_session=False)
+        )
+    await webhook_metrics.count_disabled_endpoints(database)
+    assert sample("webhook_disabled_endpoints", reason="failing") == 1
+    assert sample("webhook_disabled_endpoints", reason="admin") == 1

@@ -10,20 +10,35 @@ from typing import Any
 
 from fastapi import Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import AppStatus
 
 from services.chat.deps import ChatCollaborators
 from services.chat.generation import RunningReply, raise_failure
 from services.chat.service import replies
 from services.chat.service.replies import StartedReply
 from services.chat.service.views import message_view
-from services.chat.streams import DELTA, ERROR, StreamEvent, StreamGone
-from shared.errors import ValidationFailed
+from services.chat.streams import DELTA, ERROR, GoingAway, StreamEvent, StreamGone
+from shared.errors import ServiceUnavailable, ValidationFailed
 
 HEARTBEAT_SECONDS = 15
 STREAM_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
 INTERRUPTED = StreamEvent(
     ERROR, 0, {"code": "INTERNAL_ERROR", "message": "The reply's generation was interrupted"}
 )
+
+# A stream ends by itself when the service shuts down, with a last event
+# (ChatCollaborators' drain); sse-starlette's own handling would cut it at SIGTERM.
+AppStatus.enable_automatic_graceful_drain = False
+
+
+def going_away(reply_id: uuid.UUID, offset: int) -> StreamEvent:
+    """The last event of a stream whose service is shutting down: its id is the offset to
+    resume from, on another replica."""
+    message = (
+        "The service is restarting: follow the reply again at "
+        f"/api/v1/messages/{reply_id}/stream with Last-Event-ID: {offset}"
+    )
+    return StreamEvent(ERROR, offset, {"code": ServiceUnavailable.code, "message": message})
 
 
 def wants_stream(request: Request, stream: bool) -> bool:
@@ -80,11 +95,16 @@ async def exchange_or_stream(
 async def follow(
     collaborators: ChatCollaborators, reply_id: uuid.UUID, after: int
 ) -> AsyncIterator[StreamEvent]:
+    offset = max(after, 0)
     try:
         async for event in collaborators.streams.follow(reply_id, after):
+            if event.kind == DELTA:
+                offset = event.offset
             yield event
     except StreamGone:
         yield INTERRUPTED
+    except GoingAway:
+        yield going_away(reply_id, offset)
 
 
 def replay_saved(content: str, after: int, last: StreamEvent) -> AsyncIterator[StreamEvent]:

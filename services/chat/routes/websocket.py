@@ -5,7 +5,8 @@ In: `{"type": "chat", "data": {"message", "model"?, "conversation_id"?, "tempera
 `{"type": "ping"}`.
 Out: `{"type": "chat_delta", "data": {"id", "delta"}}`…, then `{"type": "chat_response",
 "data": {...}}`; `{"type": "error", "data": {"code", "message"}}` (the socket stays open);
-`{"type": "pong"}`.
+`{"type": "pong"}`. When the service shuts down, the socket takes no more frames, its
+replies end (finished, or stopped and saved) and it closes with 1012 (service restart).
 
 The token comes as `Authorization: Bearer` (from the gateway), `?token=` (or
 `?access_token=`), or the subprotocols `bearer, <token>` so that it stays out of URLs; it is
@@ -41,6 +42,7 @@ router = APIRouter()
 BEARER_PROTOCOL = "bearer"
 BEARER_PREFIX = "bearer."
 POLICY_VIOLATION = 4401
+SERVICE_RESTART = 1012
 
 
 class ChatFrame(BaseModel):
@@ -97,13 +99,25 @@ class ChatSocket:
             await self.websocket.send_text(json.dumps(frame, ensure_ascii=False, default=str))
 
     async def serve(self) -> None:
+        draining = asyncio.ensure_future(self.chat.shutdown.wait_draining())
+        receiving: asyncio.Future[str] | None = None
         try:
             while True:
-                text = await self.websocket.receive_text()
-                await self.handle(text)
+                receiving = asyncio.ensure_future(self.websocket.receive_text())
+                await asyncio.wait({receiving, draining}, return_when=asyncio.FIRST_COMPLETED)
+                if not receiving.done():
+                    break
+                await self.handle(receiving.result())
+            receiving.cancel()
+            await asyncio.gather(receiving, return_exceptions=True)
+            await asyncio.gather(*self._replies.values(), return_exceptions=True)
+            await self.websocket.close(SERVICE_RESTART, "service restart")
         except WebSocketDisconnect:
             pass
         finally:
+            draining.cancel()
+            if receiving is not None:
+                receiving.cancel()
             # The replies go on being generated and saved; only the forwarding stops.
             for task in self._replies.values():
                 task.cancel()
@@ -199,4 +213,10 @@ async def chat_socket(websocket: WebSocket) -> None:
         )
         return
     await websocket.accept(subprotocol=protocol)
-    await ChatSocket(websocket, chat, token).serve()
+    task = asyncio.current_task()
+    assert task is not None
+    chat.sockets.add(task)
+    try:
+        await ChatSocket(websocket, chat, token).serve()
+    finally:
+        chat.sockets.discard(task)
