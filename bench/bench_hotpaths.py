@@ -20,8 +20,9 @@ serving processes spent per request (the service; the gateway's workers or nginx
 figure that other load on the machine disturbs far less than req/s. Then the ratios to the
 minimal app and what the gateway adds to the median at concurrency 1.
 
-`PROFILE=1` then records a py-spy profile (a flame graph, SVG) of each path's server
-processes under load at concurrency 32, into `PROFILE_DIR` (default `var/profiles/...`).
+`PROFILE=1` then records a py-spy profile of each path's server processes under load at
+concurrency 32 (`PROFILE_FORMAT`: flamegraph SVG, the default, raw collapsed stacks or
+speedscope), into `PROFILE_DIR` (default `var/profiles/...`).
 `BENCH_DURATION` (5s per run) and `BENCH_ROUNDS` (3) trade time for steadier figures.
 
 Everything it starts is stopped on the way out, Ctrl-C included: the processes, the stack's
@@ -62,6 +63,9 @@ CONCURRENCIES = (1, 32)
 THREADS = 2
 PROFILE = os.environ.get("PROFILE", "") not in ("", "0", "false", "no")
 PROFILE_SECONDS = int(os.environ.get("PROFILE_SECONDS", "10"))
+# py-spy's output: flamegraph (SVG), raw (collapsed stacks, for scripts) or speedscope.
+PROFILE_FORMAT = os.environ.get("PROFILE_FORMAT", "flamegraph")
+PROFILE_SUFFIX = {"flamegraph": "svg", "raw": "txt", "speedscope": "json"}
 PASSWORD = "bench password 123"  # noqa: S105
 GENEROUS = "100000000/minute"
 COURSES = 40
@@ -381,9 +385,12 @@ def profile(paths: list[Target], processes: Processes) -> None:
         slug = target.name.replace("/", "-").replace(" ", "-")
         recorders = []
         for label, pid, children in target.processes():
-            output = directory / f"{slug}.{label}.svg"
+            output = (
+                directory / f"{slug}.{label}.{PROFILE_SUFFIX.get(PROFILE_FORMAT, PROFILE_FORMAT)}"
+            )
             command = [spy, "record", "--pid", str(pid), "--duration", str(PROFILE_SECONDS)]
-            command += ["--rate", "200", "--nonblocking", "--output", str(output)]
+            command += ["--rate", "200", "--nonblocking", "--format", PROFILE_FORMAT]
+            command += ["--output", str(output)]
             if children:
                 command.append("--subprocesses")
             recorder = processes.start(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
