@@ -138,11 +138,11 @@ async def open_stream(
     return response, response.aclose
 
 
-async def test_a_stream_the_grace_is_too_short_for_ends_with_the_reply_stopped_and_saved(
-    deployment: Deployment,
-) -> None:
-    chat = deployment.start(CHAT_DEV_WORD_DELAY_SECONDS="0.5", SHUTDOWN_GRACE_SECONDS="4")
-    headers = deployment.headers(uuid.uuid4())
+async def sigterm_mid_reply(
+    chat: ChatProcess, headers: dict[str, str], *, after_deltas: int, grace_seconds: int
+) -> SseStream:
+    """Asks for a streamed reply, sends SIGTERM once `after_deltas` deltas came, and reads
+    the stream to its end; the process must exit 0 within the grace."""
     async with httpx.AsyncClient(base_url=chat.url, timeout=30) as client:
         response, close = await open_stream(
             client,
@@ -153,12 +153,21 @@ async def test_a_stream_the_grace_is_too_short_for_ends_with_the_reply_stopped_a
         )
         try:
             stream = SseStream(200, dict(response.headers))
-            await read_sse(response, stream, stop_after_deltas=2)
+            await read_sse(response, stream, stop_after_deltas=after_deltas)
             chat.terminate()
             await read_sse(response, stream)
         finally:
             await close()
-        assert await chat.exit_code(within_seconds=4 + 5) == 0
+        assert await chat.exit_code(within_seconds=grace_seconds + 5) == 0
+    return stream
+
+
+async def test_a_stream_the_grace_is_too_short_for_ends_with_the_reply_stopped_and_saved(
+    deployment: Deployment,
+) -> None:
+    chat = deployment.start(CHAT_DEV_WORD_DELAY_SECONDS="0.5", SHUTDOWN_GRACE_SECONDS="4")
+    headers = deployment.headers(uuid.uuid4())
+    stream = await sigterm_mid_reply(chat, headers, after_deltas=2, grace_seconds=4)
 
     assert [event.kind for event in stream.events[:-1]] == ["chat_delta"] * len(stream.deltas)
     assert stream.last.kind == "chat_response"
@@ -179,22 +188,7 @@ async def test_a_reply_that_fits_in_the_grace_finishes_and_its_stream_ends_norma
 ) -> None:
     chat = deployment.start(CHAT_DEV_WORD_DELAY_SECONDS="0.02", SHUTDOWN_GRACE_SECONDS="20")
     headers = deployment.headers(uuid.uuid4())
-    async with httpx.AsyncClient(base_url=chat.url, timeout=30) as client:
-        response, close = await open_stream(
-            client,
-            "POST",
-            "/api/v1/chat",
-            json={"message": QUESTION, "stream": True},
-            headers=headers,
-        )
-        try:
-            stream = SseStream(200, dict(response.headers))
-            await read_sse(response, stream, stop_after_deltas=1)
-            chat.terminate()
-            await read_sse(response, stream)
-        finally:
-            await close()
-        assert await chat.exit_code(within_seconds=20 + 5) == 0
+    stream = await sigterm_mid_reply(chat, headers, after_deltas=1, grace_seconds=20)
 
     assert stream.last.kind == "chat_response"
     assert stream.last.data["finish_reason"] == "stop"
