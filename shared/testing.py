@@ -24,10 +24,22 @@ from shared import registry
 PORTS_PER_STACK = 8
 
 
+def _ephemeral_ports_start() -> int:
+    """Where the kernel's range of ports for outgoing connections begins (Linux; the IANA
+    range's start elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152
+
+
 def free_port_block(size: int = PORTS_PER_STACK) -> int:
-    """A base port such that base .. base+size-1 are free on 127.0.0.1."""
+    """A base port such that base .. base+size-1 are free on 127.0.0.1, below the ephemeral
+    range: a port in it may be free when checked, then taken as some outgoing connection's
+    source port before the server binds it."""
+    highest = max(_ephemeral_ports_start(), 20000 + 10 * size)
     for _ in range(200):
-        base = random.randrange(20000, 60000 - size)  # noqa: S311
+        base = random.randrange(10000, highest - size)  # noqa: S311
         sockets = []
         try:
             for port in range(base, base + size):
