@@ -420,6 +420,14 @@ async def test_a_redis_that_lost_the_revocations_is_503_even_failing_open_until_
         gateway.stop()
 
 
+def gateway_behind(front: TcpProxy, upstream: UpstreamProcess, workdir: Path) -> GatewayProcess:
+    """Starts `front` and a gateway whose upstream is reached through it."""
+    front.start()
+    env = upstream_env(upstream)
+    env["UPSTREAMS"] = env["UPSTREAMS"].replace(upstream.url, f"http://127.0.0.1:{front.port}")
+    return GatewayProcess(workdir, env).start()
+
+
 class ResetFirst(TcpProxy):
     """In front of the upstream: resets the next `resets` connections before reading a byte
     (the upstream never sees those requests), then forwards."""
@@ -444,10 +452,7 @@ async def test_a_get_is_retried_after_a_refused_connection_and_a_post_is_not(
     workdir: Path, upstream: UpstreamProcess, key: SigningKey
 ) -> None:
     front = ResetFirst(upstream.port)
-    front.start()
-    env = upstream_env(upstream)
-    env["UPSTREAMS"] = env["UPSTREAMS"].replace(upstream.url, f"http://127.0.0.1:{front.port}")
-    gateway = GatewayProcess(workdir, env).start()
+    gateway = gateway_behind(front, upstream, workdir)
     headers = {"Authorization": f"Bearer {key.token()}"}
     try:
         async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
@@ -512,10 +517,7 @@ async def test_a_post_on_a_pooled_connection_the_upstream_closed_is_sent_again_o
     workdir: Path, upstream: UpstreamProcess, key: SigningKey
 ) -> None:
     front = CloseWhenReused(upstream.port)
-    front.start()
-    env = upstream_env(upstream)
-    env["UPSTREAMS"] = env["UPSTREAMS"].replace(upstream.url, f"http://127.0.0.1:{front.port}")
-    gateway = GatewayProcess(workdir, env).start()
+    gateway = gateway_behind(front, upstream, workdir)
     headers = {"Authorization": f"Bearer {key.token()}"}
     body = b"p" * 5000
     try:
