@@ -1,4 +1,4 @@
-"""One async SQLAlchemy engine per service: SQLite when embedded, PostgreSQL in the full stack."""
+"""A service's database: SQLite when embedded, PostgreSQL in the full stack."""
 
 import contextlib
 import time
@@ -14,6 +14,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext import asyncio as sqlalchemy_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, Session, UOWTransaction, mapped_column
+from sqlalchemy.pool import Pool
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -66,6 +67,9 @@ def new_id() -> uuid.UUID:
 # driver pings inside a transaction); a connection that breaks while in steady use fails
 # its request and makes the pool replace every connection it holds, as any disconnect does.
 PING_AFTER_IDLE_SECONDS = 2.0
+# Per pool, on PostgreSQL: connections kept open, and opened beyond them at busy times.
+POOL_SIZE = 5
+POOL_OVERFLOW = 5
 
 
 class ReadOnlySessionError(RuntimeError):
@@ -73,6 +77,13 @@ class ReadOnlySessionError(RuntimeError):
 
 
 class Database:
+    """Two pools on PostgreSQL: `engine`'s connections run transactions (units of work),
+    `autocommit_engine`'s are in autocommit from the moment they connect, so that a read or
+    a statement that is a transaction of its own (`reading`, `ping`, the webhook
+    dispatcher's batch statements) costs one round trip, without switching a connection's
+    isolation level at each checkout. SQLite has one pool: its driver opens no transaction
+    for reads anyway."""
+
     def __init__(self, url: str, *, echo: bool = False) -> None:
         parsed = make_url(url)
         kwargs: dict[str, Any] = {"echo": echo}
@@ -82,14 +93,18 @@ class Database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=10, max_overflow=10)
+            kwargs.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
         self.url = url
         # Looked up at each call: the SQLAlchemy instrumentation (shared.telemetry) wraps it.
         self.engine: AsyncEngine = sqlalchemy_asyncio.create_async_engine(url, **kwargs)
+        self.autocommit_engine = self.engine
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
-            pool = self.engine.sync_engine.pool
+            self.autocommit_engine = sqlalchemy_asyncio.create_async_engine(
+                url, isolation_level="AUTOCOMMIT", **kwargs
+            )
+        for pool in [] if self.is_sqlite else self.pools():
             event.listen(pool, "connect", _mark_idle)
             event.listen(pool, "checkin", _mark_idle)
             event.listen(pool, "checkout", _ping_if_idle)
@@ -97,21 +112,24 @@ class Database:
         self.sessions = async_sessionmaker(
             self.engine, expire_on_commit=False, sync_session_class=self.sync_session_class
         )
-        # Reads outside an explicit transaction: on PostgreSQL each statement is then one
-        # round trip instead of BEGIN, the statement and COMMIT. Under READ COMMITTED every
-        # statement already saw its own snapshot, so a read sees nothing it would not have
-        # seen in a transaction. SQLite's driver opens no transaction for reads anyway.
+        # Reads outside an explicit transaction. Under READ COMMITTED every statement
+        # already saw its own snapshot, so a read sees nothing it would not have seen in a
+        # transaction.
         read_session_class: type[Session] = type(
             "ReadOnlyDatabaseSession", (self.sync_session_class,), {}
         )
         event.listen(read_session_class, "before_flush", _refuse_writes)
         self.read_sessions = async_sessionmaker(
-            self.engine
-            if self.is_sqlite
-            else self.engine.execution_options(isolation_level="AUTOCOMMIT"),
+            self.autocommit_engine,
             expire_on_commit=False,
             sync_session_class=read_session_class,
         )
+
+    def pools(self) -> list[Pool]:
+        engines = [self.engine]
+        if self.autocommit_engine is not self.engine:
+            engines.append(self.autocommit_engine)
+        return [engine.sync_engine.pool for engine in engines]
 
     @contextlib.asynccontextmanager
     async def unit_of_work(self, *, write_lock: bool = False) -> AsyncIterator[AsyncSession]:
@@ -140,7 +158,7 @@ class Database:
 
     async def ping(self) -> bool:
         try:
-            async with self.engine.connect() as connection:
+            async with self.autocommit_engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
             return True
         except Exception:
@@ -148,6 +166,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.autocommit_engine is not self.engine:
+            await self.autocommit_engine.dispose()
 
 
 def _mark_idle(_dbapi_connection: Any, record: Any) -> None:

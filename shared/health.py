@@ -88,7 +88,7 @@ def observe(
     """The refresher of a service's readiness and database pool gauges."""
 
     async def refresh() -> None:
-        metrics.record_pool(service, database.engine.pool)
+        metrics.record_pools(service, database.pools())
         checks = readiness_checks()
         results = await asyncio.gather(*(_passes(check) for check in checks.values()))
         for name, passed in zip(checks, results, strict=True):

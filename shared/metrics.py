@@ -239,15 +239,16 @@ if multiprocess_enabled():
     atexit.register(worker_exiting)
 
 
-def record_pool(service: str, pool: Pool) -> None:
-    """The pool's figures now; a pool that keeps no connections (SQLite in memory) has
-    none."""
-    if not isinstance(pool, QueuePool):
+def record_pools(service: str, pools: list[Pool]) -> None:
+    """The figures of the service's pools now, added up; a pool that keeps no connections
+    (SQLite in memory) has none."""
+    queues = [pool for pool in pools if isinstance(pool, QueuePool)]
+    if not queues:
         return
-    DB_POOL_CHECKED_OUT.labels(service).set(pool.checkedout())
-    DB_POOL_SIZE.labels(service).set(pool.size())
-    DB_POOL_OVERFLOW.labels(service).set(max(pool.overflow(), 0))
-    DB_POOL_MAX.labels(service).set(pool.size() + pool._max_overflow)
+    DB_POOL_CHECKED_OUT.labels(service).set(sum(pool.checkedout() for pool in queues))
+    DB_POOL_SIZE.labels(service).set(sum(pool.size() for pool in queues))
+    DB_POOL_OVERFLOW.labels(service).set(sum(max(pool.overflow(), 0) for pool in queues))
+    DB_POOL_MAX.labels(service).set(sum(pool.size() + pool._max_overflow for pool in queues))
 
 
 def service_of_queue(queue: str) -> str:

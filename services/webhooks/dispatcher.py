@@ -56,6 +56,8 @@ log = get_logger(__name__)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 # Successful attempts recorded in one transaction, at most.
 RECORD_BATCH = 500
+# A claim waits for at least this share (1/CLAIM_SHARE) of the process's slots to be free.
+CLAIM_SHARE = 4
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,9 @@ class Dispatcher:
             settings.webhook_failing_endpoint_concurrency, settings.webhook_endpoint_concurrency
         )
         self._failing_concurrency = settings.failing_concurrency()
+        # While attempts are in flight, a claim waits for this many free slots: under load
+        # one claim then takes many deliveries instead of one per attempt that ends.
+        self._claim_at_least = max(1, self._concurrency // CLAIM_SHARE)
         self._claim_on_postgresql = None
         self._record_on_postgresql = None
         if not database.is_sqlite:
@@ -179,7 +184,7 @@ class Dispatcher:
         # Attempts waiting to be recorded count too, so that a slow database holds up
         # claims instead of piling up outcomes in memory.
         free = min(self._concurrency - self._sending, 2 * self._concurrency - len(self._tasks))
-        if free <= 0:
+        if free <= 0 or (free < self._claim_at_least and self._sending > 0):
             return False
         jobs = await self._claim(free)
         for job in jobs:
@@ -248,8 +253,7 @@ class Dispatcher:
 
     async def _alone(self, statement: Executable, values: dict[str, Any]) -> Sequence[Any]:
         """One statement as a transaction of its own: no BEGIN and COMMIT round trips."""
-        async with self._database.engine.connect() as connection:
-            await connection.execution_options(isolation_level="AUTOCOMMIT")
+        async with self._database.autocommit_engine.connect() as connection:
             return (await connection.execute(statement, values)).all()
 
     async def _attempt(self, job: Job) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.webhooks import statements
 from services.webhooks.filters import matches_any
 from services.webhooks.models import PENDING, Delivery, Endpoint, Message, OutboxEvent
 from shared.db import utcnow
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from services.webhooks.deps import WebhooksCollaborators
 
 outbox = Outbox(OutboxEvent, source="lyceum/webhooks")
+
+FAN_OUT_ON_POSTGRESQL = statements.fan_out_on_postgresql()
 
 # Set on a session that created due deliveries, so that its commit wakes the dispatcher.
 DELIVERIES_DUE = "webhook_deliveries_due"
@@ -86,22 +89,27 @@ async def fan_out(
             traceparent=current_traceparent(),
         )
     )
-    await session.execute(
-        insert(Delivery),
-        [
-            {
-                "id": uuid.uuid4(),
-                "message_id": event.id,
-                "endpoint_id": endpoint_id,
-                "status": PENDING,
-                "attempt_count": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for endpoint_id in matching
-        ],
-    )
+    if session.get_bind().dialect.name == "postgresql":
+        values = {"message_id": event.id, "endpoint_ids": matching, "now": now}
+        # On the session's connection: a statement, not an ORM bulk insert of `values`.
+        await (await session.connection()).execute(FAN_OUT_ON_POSTGRESQL, values)
+    else:
+        await session.execute(
+            insert(Delivery),
+            [
+                {
+                    "id": uuid.uuid4(),
+                    "message_id": event.id,
+                    "endpoint_id": endpoint_id,
+                    "status": PENDING,
+                    "attempt_count": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for endpoint_id in matching
+            ],
+        )
     flag_work(session, DELIVERIES_DUE)
 
 

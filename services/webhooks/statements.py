@@ -1,5 +1,5 @@
-"""The dispatcher's batch statements: claiming due deliveries and recording successful
-attempts, many at a time.
+"""The webhooks' batch statements: fanning an event out into deliveries, claiming due
+deliveries and recording successful attempts, many at a time.
 
 On PostgreSQL each is one statement built once, whose values (arrays among them) are
 parameters: its text never changes, so every connection prepares it once, and it runs as
@@ -232,6 +232,24 @@ def record_successes_on_postgresql() -> Insert:
         .returning(Attempt.delivery_id)
         .add_cte(done)
     )
+
+
+def fan_out_on_postgresql() -> Insert:
+    """One pending delivery of message `message_id` to each endpoint of `endpoint_ids`,
+    due `now`."""
+    endpoints = _unnest(("endpoint_ids", Uuid()))
+    now = bindparam("now", type_=UTCDateTime())
+    columns = {
+        "id": func.gen_random_uuid(),
+        "message_id": bindparam("message_id", type_=Text()),
+        "endpoint_id": endpoints.c.endpoint_ids,
+        "status": literal(PENDING, literal_execute=True),
+        "attempt_count": literal(0, Integer, literal_execute=True),
+        "next_attempt_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+    return insert(Delivery).from_select(list(columns), select(*columns.values()))
 
 
 def attempt_values(
