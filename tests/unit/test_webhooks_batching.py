@@ -1,4 +1,5 @@
-"""Batched claims and records, on SQLite and on PostgreSQL: one claim takes a few due
+"""Batched fan-out, claims and records, on SQLite and on PostgreSQL: an event becomes a
+due delivery to each matching enabled endpoint, one claim takes a few due
 deliveries of every endpoint, two dispatchers side by side send every delivery exactly
 once, the per-endpoint and overall bounds hold across them, successes are recorded many
 to a transaction, and a success whose claim was lost is logged once without touching
@@ -14,13 +15,14 @@ import pytest
 from sqlalchemy import func, select, update
 
 from services.webhooks.dispatcher import Dispatcher, Outcome
-from services.webhooks.events import add_message
-from services.webhooks.models import PENDING, SUCCEEDED, Attempt, Delivery, Endpoint
+from services.webhooks.events import add_message, fan_out, webhook_body
+from services.webhooks.models import PENDING, SUCCEEDED, Attempt, Delivery, Endpoint, Message
 from services.webhooks.sender import AttemptResult
 from services.webhooks.settings import WebhooksSettings
 from services.webhooks.signing import new_secret
 from services.webhooks.url_safety import Resolver
 from shared.db import Database, utcnow
+from shared.events.cloudevents import CloudEvent
 from shared.migrations import upgrade_to_head_async
 from shared.registry import WEBHOOKS
 from shared.testing import eventually
@@ -145,6 +147,45 @@ async def statuses(database: Database) -> Counter[str]:
             select(Delivery.status, func.count()).group_by(Delivery.status)
         )
         return Counter(dict(rows.all()))
+
+
+async def test_an_event_becomes_a_due_delivery_to_each_matching_enabled_endpoint(
+    databases: list[Database],
+) -> None:
+    database = databases[0]
+    async with database.unit_of_work() as session:
+        endpoints = {
+            name: Endpoint(
+                url=f"https://{name}.example/hook",
+                event_types=filters,
+                description="",
+                secret=new_secret(),
+                enabled=enabled,
+            )
+            for name, filters, enabled in [
+                ("all", ["*"], True),
+                ("users", ["user.*"], True),
+                ("courses", ["course.*"], True),
+                ("disabled", ["*"], False),
+            ]
+        }
+        session.add_all(endpoints.values())
+    event = CloudEvent(source="lyceum/users", type="user.updated", data={"name": "Ada"})
+    before = utcnow()
+    async with database.unit_of_work() as session:
+        await fan_out(session, event, None)  # type: ignore[arg-type]
+
+    async with database.sessions() as session:
+        rows = (await session.execute(select(Delivery))).scalars().all()
+        message = await session.get(Message, event.id)
+    assert {row.endpoint_id for row in rows} == {endpoints["all"].id, endpoints["users"].id}
+    assert len({row.id for row in rows}) == 2
+    for row in rows:
+        assert (row.message_id, row.status, row.attempt_count) == (event.id, PENDING, 0)
+        assert row.claim_token is None
+        assert row.next_attempt_at is not None and before <= row.next_attempt_at <= utcnow()
+    assert message is not None
+    assert message.body == webhook_body(event.type, event.time, event.data)
 
 
 async def test_one_claim_takes_a_few_due_deliveries_of_every_endpoint(
