@@ -7,7 +7,10 @@ signature of one request in ten. Scenarios: one endpoint at a steady 5 events/s 
 without a backlog); ten endpoints at a steady 200 deliveries/s; writers going flat out for
 1, 10 and 100 endpoints; and healthy endpoints next to one that never answers. The bare
 loop posts the same signed payloads to the same receivers with aiohttp alone, with the
-dispatcher's limits (in flight per process and per endpoint), as the ceiling.
+dispatcher's limits (in flight per process and per endpoint), as the ceiling. Besides the
+end-to-end rate, each scenario reports the rate from the moment its last delivery was
+written (every event fanned out, read from the webhooks database) to the last arrival:
+the dispatcher alone, which is what the bare loop does.
 
 All but the first two scenarios are repeated `BENCH_ROUNDS` times (default 3),
 interleaved; the table shows medians, and next to them the figures this very bench
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import httpx
 import uvloop
 
@@ -85,6 +89,9 @@ class Result:
     p99_ms: float
     duplicates: int
     cpu: float | None  # share of one core the webhooks service used
+    # Deliveries/s from the moment every delivery of the scenario existed (the writers'
+    # events all fanned out) to the last arrival: the dispatcher alone.
+    after_fan_out_per_s: float | None = None
 
 
 @dataclass
@@ -256,6 +263,25 @@ async def change_profiles(bench: Bench, tag: str, events: int, rate: float | Non
     await asyncio.gather(*(writer(headers) for headers in bench.writers))
 
 
+async def watch_fan_out(bench: Bench, endpoint_ids: list[str], expected: int) -> tuple[float, int]:
+    """When the last of the scenario's deliveries was written (wall clock), and how many
+    had succeeded by then: polls the webhooks database."""
+    url = bench.stack.database_url("webhooks").replace("+asyncpg", "")
+    connection = await asyncpg.connect(url)
+    try:
+        while True:
+            created, succeeded = await connection.fetchrow(
+                "SELECT count(*), count(*) FILTER (WHERE status = 'succeeded') "
+                "FROM deliveries WHERE endpoint_id = ANY($1::uuid[])",
+                endpoint_ids,
+            )
+            if created >= expected:
+                return time.time(), succeeded
+            await asyncio.sleep(0.1)
+    finally:
+        await connection.close()
+
+
 def percentile(values: list[float], fraction: float) -> float:
     if not values:
         return float("nan")
@@ -326,11 +352,29 @@ async def scenario(
     expected = healthy * events
     cpu_before = bench.cpu()
     started = time.time()
+    # Flat out only: at a steady rate the last delivery is written at the very end.
+    fanned_out = None
+    if rate is None:
+        ids = [e["id"] for e in endpoints[:healthy]]
+        fanned_out = asyncio.create_task(watch_fan_out(bench, ids, expected))
     await change_profiles(bench, tag, events, rate)
     await bench.wait_for(tag, expected)
-    outcome = await result_of(bench, title, tag, events, expected, started, cpu_before)
+    result, sample = await result_of(bench, title, tag, events, expected, started, cpu_before)
+    if fanned_out is not None:
+        with contextlib.suppress(Exception):
+            fan_out_done, succeeded = await asyncio.wait_for(fanned_out, 5)
+            _, last = await bench.counts(tag)
+            if last > fan_out_done and result.delivered == expected:
+                result.after_fan_out_per_s = (expected - succeeded) / (last - fan_out_done)
+                print(
+                    f"    every delivery written {fan_out_done - started:.1f}s in, "
+                    f"{succeeded} sent by then; "
+                    f"from then on {result.after_fan_out_per_s:,.1f} deliveries/s",
+                    flush=True,
+                )
+        fanned_out.cancel()
     await delete_endpoints(bench, endpoints)
-    return outcome
+    return result, sample
 
 
 async def bare_loop(bench: Bench, title: str, healthy: int, events: int, sample: str) -> Result:
@@ -383,6 +427,7 @@ async def bare_loop(bench: Bench, title: str, healthy: int, events: int, sample:
 
 def median_of(title: str, rounds: list[Result]) -> Result:
     cpus = [r.cpu for r in rounds if r.cpu is not None]
+    after = [r.after_fan_out_per_s for r in rounds if r.after_fan_out_per_s is not None]
     return Result(
         title=title,
         delivered=sum(r.delivered for r in rounds),
@@ -393,6 +438,7 @@ def median_of(title: str, rounds: list[Result]) -> Result:
         p99_ms=statistics.median(r.p99_ms for r in rounds),
         duplicates=sum(r.duplicates for r in rounds),
         cpu=statistics.median(cpus) if cpus else None,
+        after_fan_out_per_s=statistics.median(after) if after else None,
     )
 
 
@@ -464,7 +510,7 @@ def report(results: list[Result]) -> None:
     )
     print(
         f"  {'scenario':<34}{'delivered':>14}{'deliv./s':>10}{'before':>8}"
-        f"{'p50 ms':>9}{'before':>8}{'p99 ms':>9}{'before':>8}{'CPU':>6}"
+        f"{'p50 ms':>9}{'before':>8}{'p99 ms':>9}{'before':>8}{'CPU':>6}{'dispatch/s':>12}"
     )
     for r in results:
         before = BEFORE.get(r.title)
@@ -475,10 +521,13 @@ def report(results: list[Result]) -> None:
             f"{_figure(before[0] if before else None):>8}"
             f"{r.p50_ms:>9,.0f}{_figure(before[1] if before else None):>8}"
             f"{r.p99_ms:>9,.0f}{_figure(before[2] if before else None):>8}{cpu:>6}"
+            f"{_figure(r.after_fan_out_per_s):>12}"
         )
     print(
         "  (CPU: the webhooks service's share of one core during the scenario; "
-        f"attempt timeout {ATTEMPT_TIMEOUT_SECONDS} s)"
+        f"attempt timeout {ATTEMPT_TIMEOUT_SECONDS} s;\n"
+        "  dispatch/s: from the moment every delivery was written, the writers' events all "
+        "fanned out,\n  to the last arrival)"
     )
     by_title = {r.title: r for r in results}
     hundred = by_title["100 endpoints"]
@@ -511,6 +560,12 @@ def report(results: list[Result]) -> None:
     duplicates = sum(r.duplicates for r in results)
     if duplicates:
         print(f"  {duplicates} deliveries arrived more than once (at least once)")
+    if hundred.after_fan_out_per_s is not None:
+        alone = hundred.after_fan_out_per_s / by_title[BARE].deliveries_per_s
+        print(
+            f"  (100 endpoints once every delivery was written: "
+            f"{hundred.after_fan_out_per_s:,.0f}/s, {alone:.2f}x the bare loop)"
+        )
 
 
 def main() -> None:
