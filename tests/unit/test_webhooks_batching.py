@@ -183,7 +183,8 @@ async def test_an_event_becomes_a_due_delivery_to_each_matching_enabled_endpoint
     for row in rows:
         assert (row.message_id, row.status, row.attempt_count) == (event.id, PENDING, 0)
         assert row.claim_token is None
-        assert row.next_attempt_at is not None and before <= row.next_attempt_at <= utcnow()
+        assert row.next_attempt_at is not None
+        assert before <= row.next_attempt_at <= utcnow()
     assert message is not None
     assert message.body == webhook_body(event.type, event.time, event.data)
 
@@ -303,7 +304,8 @@ async def test_a_stopping_dispatcher_gives_back_the_claims_it_never_started(
     for row in rows:
         if row.id in never_started:
             assert row.status == PENDING
-            assert row.next_attempt_at is not None and row.next_attempt_at <= utcnow()
+            assert row.next_attempt_at is not None
+            assert row.next_attempt_at <= utcnow()
 
 
 async def test_successes_are_recorded_many_to_a_transaction(
