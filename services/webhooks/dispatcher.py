@@ -1,10 +1,7 @@
 """Sends due deliveries from the database: claims them in batches (one `UPDATE … RETURNING`
 whose rows are picked with SKIP LOCKED, so that several webhook processes never send the
 same attempt), posts them concurrently with a per-endpoint limit, records the attempts
-and schedules the next. Nothing waits in memory for a retry. Claims run ahead of the
-slots by up to half of them: those claimed wait for a slot, so that an attempt starts as
-soon as another ends rather than after the next claim's round trip, and a dispatcher that
-stops gives back those it never started.
+and schedules the next. Nothing waits in memory for a retry.
 
 Successful attempts are recorded together: those that end while a batch is being written
 go in the next one, in one transaction. Failures, and the first success of a failing
@@ -22,7 +19,7 @@ import os
 import socket
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -61,8 +58,6 @@ WORKER = f"{socket.gethostname()}:{os.getpid()}"
 RECORD_BATCH = 500
 # A claim waits for at least this share (1/CLAIM_SHARE) of the process's slots to be free.
 CLAIM_SHARE = 4
-# Claimed attempts waiting for a slot: at most this share (1/READY_SHARE) of the slots.
-READY_SHARE = 2
 
 
 @dataclass(frozen=True)
@@ -129,7 +124,6 @@ class Dispatcher:
         # While attempts are in flight, a claim waits for this many free slots: under load
         # one claim then takes many deliveries instead of one per attempt that ends.
         self._claim_at_least = max(1, self._concurrency // CLAIM_SHARE)
-        self._ready_limit = max(1, self._concurrency // READY_SHARE)
         self._claim_on_postgresql = None
         self._record_on_postgresql = None
         if not database.is_sqlite:
@@ -144,12 +138,9 @@ class Dispatcher:
             resolver,
             connections=settings.webhook_concurrency,
         )
-        # Claimed attempts waiting for a slot, so that one starts as soon as another ends
-        # instead of after the next claim's round trip.
-        self._ready: deque[Job] = deque()
-        # Attempts being sent (not those only waiting to be recorded).
+        # Attempts being sent (not those only waiting to be recorded): all, per endpoint,
+        # and to failing endpoints.
         self._sending = 0
-        # Claimed attempts, ready or being sent: per endpoint, and to failing endpoints.
         self._in_flight: Counter[uuid.UUID] = Counter()
         self._failing_in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -173,9 +164,6 @@ class Dispatcher:
     async def stop(self) -> None:
         remove_refresher(self)
         await self._loop.stop()
-        ready, self._ready = list(self._ready), deque()
-        with contextlib.suppress(Exception):
-            await self._release(ready)
         for task in self._tasks:
             task.cancel()
         for task in list(self._tasks):
@@ -192,36 +180,21 @@ class Dispatcher:
             pass
 
     async def _dispatch_due(self) -> bool:
-        """Claims what is due and fits, and starts what has a slot; returns whether more
-        may be waiting."""
+        """Starts what is due and fits; returns whether more may be waiting."""
         # Attempts waiting to be recorded count too, so that a slow database holds up
         # claims instead of piling up outcomes in memory.
-        claimed = self._sending + len(self._ready)
-        free = min(
-            self._concurrency + self._ready_limit - claimed,
-            2 * self._concurrency - len(self._tasks) - len(self._ready),
-        )
-        if free <= 0 or (free < self._claim_at_least and claimed > 0):
+        free = min(self._concurrency - self._sending, 2 * self._concurrency - len(self._tasks))
+        if free <= 0 or (free < self._claim_at_least and self._sending > 0):
             return False
         jobs = await self._claim(free)
         for job in jobs:
+            self._sending += 1
             self._in_flight[job.endpoint_id] += 1
             self._failing_in_flight += int(job.endpoint_failing)
-        self._ready.extend(jobs)
-        self._start_ready()
-        return len(jobs) == free
-
-    def _start_ready(self) -> None:
-        while (
-            self._ready
-            and self._sending < self._concurrency
-            and len(self._tasks) < 2 * self._concurrency
-        ):
-            job = self._ready.popleft()
-            self._sending += 1
             task = asyncio.create_task(self._attempt(job))
             self._tasks.add(task)
             task.add_done_callback(self._finished)
+        return len(jobs) == free
 
     def _sent(self, job: Job) -> None:
         self._sending -= 1
@@ -229,30 +202,11 @@ class Dispatcher:
         if self._in_flight[job.endpoint_id] <= 0:
             del self._in_flight[job.endpoint_id]
         self._failing_in_flight -= int(job.endpoint_failing)
-        self._start_ready()
         self._loop.wake()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._start_ready()
         self._loop.wake()
-
-    async def _release(self, jobs: list[Job]) -> None:
-        """Gives back claimed deliveries that were never sent: due again at once, for
-        any process, instead of when their claims lapse."""
-        if not jobs:
-            return
-        pairs = [(job.delivery_id, job.claim_token) for job in jobs]
-        async with self._database.unit_of_work(write_lock=True) as session:
-            await session.execute(
-                update(Delivery)
-                .where(
-                    Delivery.id.in_([job.delivery_id for job in jobs]),
-                    tuple_(Delivery.id, Delivery.claim_token).in_(pairs),
-                )
-                .values(claim_token=None, next_attempt_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
 
     async def _claim(self, limit: int) -> list[Job]:
         now = utcnow()

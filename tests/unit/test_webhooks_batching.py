@@ -273,41 +273,6 @@ async def test_the_per_endpoint_and_overall_bounds_hold_in_each_dispatcher(
     assert set(recipients.sent.values()) == {1}
 
 
-async def test_a_stopping_dispatcher_gives_back_the_claims_it_never_started(
-    databases: list[Database], resolver: Resolver
-) -> None:
-    mine, first, _ = databases
-    recipients = Recipients()
-    recipients.release = asyncio.Event()  # every attempt hangs until the test ends
-    # Four slots, and two more claimed ahead of them.
-    dispatcher = replica(
-        first, resolver, recipients, "a", webhook_concurrency=4, webhook_endpoint_concurrency=4
-    )
-    await endpoints_with_messages(mine, 2, 10)
-    dispatcher.start()
-    try:
-
-        async def claimed_ahead() -> bool:
-            return recipients.total["a"] == 4 and len(dispatcher._ready) == 2
-
-        await eventually(claimed_ahead)
-        never_started = {job.delivery_id for job in dispatcher._ready}
-    finally:
-        await dispatcher.stop()
-        recipients.release.set()
-    async with mine.sessions() as session:
-        rows = (await session.execute(select(Delivery))).scalars().all()
-    claimed = {row.id for row in rows if row.claim_token is not None}
-    # The four being sent keep their claims until these lapse; the two others are due.
-    assert len(claimed) == 4
-    assert never_started.isdisjoint(claimed)
-    for row in rows:
-        if row.id in never_started:
-            assert row.status == PENDING
-            assert row.next_attempt_at is not None
-            assert row.next_attempt_at <= utcnow()
-
-
 async def test_successes_are_recorded_many_to_a_transaction(
     databases: list[Database], resolver: Resolver
 ) -> None:
