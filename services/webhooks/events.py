@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.webhooks import statements
 from services.webhooks.filters import matches_any
 from services.webhooks.models import PENDING, Delivery, Endpoint, Message, OutboxEvent
-from shared.db import utcnow
+from shared.db import is_sqlite, utcnow
 from shared.events.cloudevents import CloudEvent
 from shared.events.consumer import DomainHandler
 from shared.events.outbox import Outbox
@@ -89,11 +89,7 @@ async def fan_out(
             traceparent=current_traceparent(),
         )
     )
-    if session.get_bind().dialect.name == "postgresql":
-        values = {"message_id": event.id, "endpoint_ids": matching, "now": now}
-        # On the session's connection: a statement, not an ORM bulk insert of `values`.
-        await (await session.connection()).execute(FAN_OUT_ON_POSTGRESQL, values)
-    else:
+    if is_sqlite(session):
         await session.execute(
             insert(Delivery),
             [
@@ -110,6 +106,10 @@ async def fan_out(
                 for endpoint_id in matching
             ],
         )
+    else:
+        values = {"message_id": event.id, "endpoint_ids": matching, "now": now}
+        # On the session's connection: a statement, not an ORM bulk insert of `values`.
+        await (await session.connection()).execute(FAN_OUT_ON_POSTGRESQL, values)
     flag_work(session, DELIVERIES_DUE)
 
 
