@@ -13,12 +13,16 @@ round and alternating the paths, at concurrency 1 and 32:
   (the same student browsing the catalogue) and `GET /api/v1/webhooks/endpoints` (an
   admin's token), each straight to its service and through the gateway (token check,
   revocation lookup and a Redis rate limit on every request);
-- `GET /api/v1/users/me` through nginx.
+- `GET /api/v1/users/me` through nginx;
+- the floor of `GET /api/v1/users/me` (bench/hotpath_floor.py): the token check, the
+  revocation lookup and the profile's row with asyncpg, in the minimal app's FastAPI and
+  nothing more, which no implementation of that request on this stack can undercut.
 
 It prints req/s and p50/p99 latency per path (medians over the rounds) and the CPU time the
 serving processes spent per request (the service; the gateway's workers or nginx too), a
 figure that other load on the machine disturbs far less than req/s. Then the ratios to the
-minimal app and what the gateway adds to the median at concurrency 1.
+minimal app and what the gateway adds to the median at concurrency 1, and how far the floor
+is from the minimal app and the users service from the floor.
 
 `PROFILE=1` then records a py-spy profile of each path's server processes under load at
 concurrency 32 (`PROFILE_FORMAT`: flamegraph SVG, the default, raw collapsed stacks or
@@ -50,6 +54,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from bench.bench_gateway import Run, descendants, ensure_tools, start_nginx, wrk
+from launcher.options import LaunchOptions
 from shared import registry
 from shared.service import UVICORN_OPTIONS
 from shared.testing import Stack, eventually, free_port_block, wait_until
@@ -129,22 +134,51 @@ class Processes:
 
 def start_minimal_app(processes: Processes) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port_block(1)
-    process = processes.start(
-        [sys.executable, "-m", "bench.bench_hotpaths", "minimal-app", str(port)],
-        stderr=subprocess.DEVNULL,
-    )
     url = f"http://127.0.0.1:{port}/"
+    command = [sys.executable, "-m", "bench.bench_hotpaths", "minimal-app", str(port)]
+    return start_app(processes, "the minimal app", command, url), url
+
+
+def start_floor_app(
+    processes: Processes, stack: Stack, token: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The floor of `GET /users/me` (bench/hotpath_floor.py) on the stack's Redis, auth keys
+    and users database."""
+    port = free_port_block(1)
+    url = f"http://127.0.0.1:{port}/api/v1/users/me"
+    environment = dict(
+        os.environ,
+        FLOOR_DATABASE_URL=stack.database_url("users").replace("+asyncpg", ""),
+        FLOOR_REDIS_URL=LaunchOptions().redis_url,
+        FLOOR_REVOCATION_PREFIX=f"{stack.queue_prefix}:revoked",
+        FLOOR_JWKS_URL=f"{stack.service_url('auth')}/api/v1/auth/.well-known/jwks.json",
+    )
+    command = [sys.executable, "-m", "bench.hotpath_floor", str(port)]
+    process = start_app(processes, "the floor app", command, url, token, env=environment)
+    return process, url
+
+
+def start_app(
+    processes: Processes,
+    name: str,
+    command: list[str],
+    url: str,
+    token: str | None = None,
+    **options: Any,
+) -> subprocess.Popen[bytes]:
+    process = processes.start(command, stderr=subprocess.DEVNULL, **options)
+    headers = bearer(token) if token else {}
 
     def answers() -> bool:
         if process.poll() is not None:
-            raise RuntimeError("the minimal app exited")
+            raise RuntimeError(f"{name} exited")
         try:
-            return httpx.get(url, timeout=1).status_code == 200
+            return httpx.get(url, headers=headers, timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
     wait_until(answers, within_seconds=20, interval=0.1)
-    return process, url
+    return process
 
 
 async def prepare_data(stack: Stack) -> tuple[str, str]:
@@ -220,7 +254,12 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def targets(
-    stack: Stack, minimal: tuple[int, str], nginx: tuple[int, int], student: str, admin: str
+    stack: Stack,
+    minimal: tuple[int, str],
+    floor: tuple[int, str],
+    nginx: tuple[int, int],
+    student: str,
+    admin: str,
 ) -> list[Target]:
     def service(name: str) -> Callable[[], list[tuple[str, int, bool]]]:
         return lambda: [(name, stack.service_pid(name), False)]
@@ -232,6 +271,7 @@ def targets(
         return lambda: [*gateway(), *service(name)()]
 
     minimal_pid, minimal_url = minimal
+    floor_pid, floor_url = floor
     nginx_pid, nginx_port = nginx
 
     def nginx_and_users() -> list[tuple[str, int, bool]]:
@@ -249,6 +289,7 @@ def targets(
         Target("users/me direct", f"{users}{me}", student, service("users")),
         Target("users/me gateway", f"{stack.url}{me}", student, gateway_and("users")),
         Target("users/me nginx", f"http://127.0.0.1:{nginx_port}{me}", student, nginx_and_users),
+        Target("users/me floor", floor_url, student, lambda: [("floor", floor_pid, False)]),
         Target("courses direct", f"{courses}{catalogue}", student, service("courses")),
         Target("courses gateway", f"{stack.url}{catalogue}", student, gateway_and("courses")),
         Target("webhooks direct", f"{webhooks}{endpoints}", admin, service("webhooks")),
@@ -363,6 +404,12 @@ def report(paths: list[Target], runs: dict[tuple[str, int], list[Run]]) -> None:
         ("gateway / nginx, c32 (>= 1.00)", f"x{versus_nginx:.2f}", versus_nginx >= 1.0),
     ):
         print(f"  {label:<38} {figure:>9}  {'met' if met else 'NOT met'}")
+    floor = rps("users/me floor", 32) / rps("minimal app", 32)
+    print(
+        f"\nthe floor of GET /users/me (token, revocation MGET and the row with asyncpg, in the\n"
+        f"minimal app): x{floor:.2f} of the minimal app's req/s at c32; users/me direct reaches"
+        f" x{rps('users/me direct', 32) / rps('users/me floor', 32):.2f} of the floor's"
+    )
 
 
 def py_spy() -> str:
@@ -444,11 +491,17 @@ def main() -> None:
         stack.start()
         print("creating a student, an instructor's catalogue, webhook endpoints", flush=True)
         student, admin = asyncio.run(prepare_data(stack))
+        floor_process, floor_url = start_floor_app(processes, stack, student)
         users_port = stack.base_port + registry.component("users").port_offset
         nginx, nginx_port = start_nginx(workdir, users_port)
         processes.started.append(nginx)
         paths = targets(
-            stack, (minimal_process.pid, minimal_url), (nginx.pid, nginx_port), student, admin
+            stack,
+            (minimal_process.pid, minimal_url),
+            (floor_process.pid, floor_url),
+            (nginx.pid, nginx_port),
+            student,
+            admin,
         )
         print(
             f"measuring {len(paths)} paths x {len(CONCURRENCIES)} concurrencies x "

@@ -53,8 +53,8 @@ class Delivery(TimestampMixin, Base):
 
     __tablename__ = "deliveries"
     __table_args__ = (
-        Index("ix_deliveries_due", "status", "next_attempt_at"),
-        # Each endpoint's due deliveries, for claims that take a few of every endpoint.
+        # Each endpoint's due deliveries, for claims that take a few of every endpoint. No
+        # other index has the status: every other query names an endpoint or a delivery.
         Index(
             "ix_deliveries_pending_by_endpoint",
             "endpoint_id",
