@@ -89,9 +89,10 @@ def minimal_app() -> FastAPI:
     return app
 
 
-def serve_minimal_app(port: int) -> None:
+def serve_app(factory: str, port: int) -> None:
+    """Serves the app that `factory` ("module:function") makes as the services are served."""
     uvicorn.run(
-        "bench.bench_hotpaths:minimal_app",
+        factory,
         factory=True,
         host="127.0.0.1",
         port=port,
@@ -132,10 +133,14 @@ class Processes:
         self.started.clear()
 
 
+# Runs an app of this benchmark in a process of its own: SERVE + ["module:factory", port].
+SERVE = [sys.executable, "-m", "bench.bench_hotpaths", "serve"]
+
+
 def start_minimal_app(processes: Processes) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port_block(1)
     url = f"http://127.0.0.1:{port}/"
-    command = [sys.executable, "-m", "bench.bench_hotpaths", "minimal-app", str(port)]
+    command = [*SERVE, "bench.bench_hotpaths:minimal_app", str(port)]
     return start_app(processes, "the minimal app", command, url), url
 
 
@@ -153,7 +158,7 @@ def start_floor_app(
         FLOOR_REVOCATION_PREFIX=f"{stack.queue_prefix}:revoked",
         FLOOR_JWKS_URL=f"{stack.service_url('auth')}/api/v1/auth/.well-known/jwks.json",
     )
-    command = [sys.executable, "-m", "bench.hotpath_floor", str(port)]
+    command = [*SERVE, "bench.hotpath_floor:floor_app", str(port)]
     process = start_app(processes, "the floor app", command, url, token, env=environment)
     return process, url
 
@@ -528,7 +533,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["minimal-app"]:
-        serve_minimal_app(int(sys.argv[2]))
+    if sys.argv[1:2] == ["serve"]:
+        serve_app(sys.argv[2], int(sys.argv[3]))
     else:
         main()

@@ -8,18 +8,17 @@ request id, access log, metrics, trace context, body limit, error envelope or OR
 users service spends above this is what its shape costs; what this spends above the minimal
 app, no implementation on this stack can avoid.
 
-Run as `python -m bench.hotpath_floor PORT`, with `FLOOR_DATABASE_URL` (asyncpg's form),
+`make bench-hotpaths` serves it (`python -m bench.bench_hotpaths serve
+bench.hotpath_floor:floor_app PORT`) with `FLOOR_DATABASE_URL` (asyncpg's form),
 `FLOOR_REDIS_URL`, `FLOOR_REVOCATION_PREFIX` and `FLOOR_JWKS_URL` in the environment.
 """
 
 import contextlib
 import os
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
@@ -27,7 +26,6 @@ from redis.asyncio import Redis
 from shared.errors import ApiError
 from shared.revocation import RedisRevocationStore
 from shared.security import JwksKeySource, TokenVerifier
-from shared.service import UVICORN_OPTIONS
 
 PROFILE = (
     "SELECT id, email, email_verified, pending_email, name, role, bio, avatar_url, is_active, "
@@ -79,17 +77,3 @@ def floor_app() -> FastAPI:
         return JSONResponse(profile)
 
     return app
-
-
-def serve(port: int) -> None:
-    uvicorn.run(
-        "bench.hotpath_floor:floor_app",
-        factory=True,
-        host="127.0.0.1",
-        port=port,
-        **UVICORN_OPTIONS,
-    )
-
-
-if __name__ == "__main__":
-    serve(int(sys.argv[1]))
