@@ -67,9 +67,12 @@ def new_id() -> uuid.UUID:
 # driver pings inside a transaction); a connection that breaks while in steady use fails
 # its request and makes the pool replace every connection it holds, as any disconnect does.
 PING_AFTER_IDLE_SECONDS = 2.0
-# Per pool, on PostgreSQL: connections kept open, and opened beyond them at busy times.
-POOL_SIZE = 5
-POOL_OVERFLOW = 5
+# Per pool, on PostgreSQL: the most connections open, each opened when first needed and
+# then kept. None is opened "beyond the pool" (SQLAlchemy's overflow): an overflow
+# connection is closed as soon as it is handed back while the pool is full, so a bursty
+# load would open and close them many times a second, each costing PostgreSQL a backend
+# process and the driver its type introspection.
+POOL_SIZE = 10
 
 
 class ReadOnlySessionError(RuntimeError):
@@ -93,7 +96,7 @@ class Database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
+            kwargs.update(pool_size=POOL_SIZE, max_overflow=0)
         self.url = url
         # Looked up at each call: the SQLAlchemy instrumentation (shared.telemetry) wraps it.
         self.engine: AsyncEngine = sqlalchemy_asyncio.create_async_engine(url, **kwargs)

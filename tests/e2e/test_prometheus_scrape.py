@@ -187,8 +187,8 @@ async def test_what_the_platform_did_is_in_prometheus(
 
     for service in SERVICES:
         assert await at_least(prometheus, f'service_ready{{service="{service.name}"}}', 1) == 1
-        # The PostgreSQL pools, for transactions and for reads: 5 connections kept and 5
-        # more at most in each.
+        # The PostgreSQL pools, for transactions and for reads: 10 connections at most in
+        # each, kept once opened.
         pool = f'db_pool_max_connections{{service="{service.name}"}}'
         assert await at_least(prometheus, pool, 1) == 20
     # Requests by route template, as each service and the gateway counted them.
