@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -598,6 +599,8 @@ def main() -> None:
         stack.stop()
         receivers.stop()
         asyncio.run(_clean_full_stack(stack))
+    # Kept when the run failed: the stack's log is in it.
+    shutil.rmtree(workdir, ignore_errors=True)
     report(results)
     print(f"\n(bench took {time.monotonic() - started:.0f}s)")
 
