@@ -1,6 +1,7 @@
 """Sessions of `shared.db`: reads outside a transaction that refuse to write, and pooled
-connections that the server closed replaced before anyone uses them."""
+connections that the server closed replaced before anyone uses them, and kept once opened."""
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -100,3 +101,33 @@ async def test_an_idle_connection_the_server_closed_is_replaced_unseen(
     monkeypatch.setattr(shared_db, "PING_AFTER_IDLE_SECONDS", 0.0)
     async with database.reading() as session:
         assert (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one() != pid
+
+
+async def test_connections_opened_at_a_busy_moment_are_kept_for_the_next(
+    postgresql: Database,
+) -> None:
+    database = postgresql
+
+    async def backend_of_a_read_held_open(ready: asyncio.Event, release: asyncio.Event) -> int:
+        async with database.reading() as session:
+            pid: int = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            ready.set()
+            await release.wait()
+            return pid
+
+    async def busy_moment() -> set[int]:
+        release = asyncio.Event()
+        readies = [asyncio.Event() for _ in range(shared_db.POOL_SIZE)]
+        reads = [
+            asyncio.create_task(backend_of_a_read_held_open(ready, release)) for ready in readies
+        ]
+        for ready in readies:
+            await ready.wait()
+        release.set()
+        return set(await asyncio.gather(*reads))
+
+    first = await busy_moment()
+    assert len(first) == shared_db.POOL_SIZE
+    # An overflow connection would have been closed on its return, and replaced now by a
+    # new backend.
+    assert await busy_moment() == first
