@@ -9,7 +9,8 @@ change that made the event) to its arrival, under the tag before `#` in `data.na
 counts a `(endpoint, webhook-id)` seen before as a duplicate.
 
 Paths: `POST /r/<endpoint>` receives, `POST /hang` never answers; `PUT /_secrets` takes
-`{endpoint: secret}`, `GET /_count?tag=` answers `{"count", "last"}` and
+`{endpoint: secret}`, `GET /_count?tag=` answers `{"count", "first", "last"}` (arrival
+times) and
 `GET /_stats?tag=` the latencies, a sample body and the counters."""
 
 import asyncio
@@ -33,6 +34,7 @@ class Tag:
     latencies: list[float] = field(default_factory=list)
     seen: set[tuple[str, str]] = field(default_factory=set)
     duplicates: int = 0
+    first: float = 0.0
     last: float = 0.0
     sample_body: str = ""
 
@@ -69,6 +71,7 @@ class Receivers:
         tag.seen.add(key)
         committed = datetime.fromisoformat(payload["timestamp"]).timestamp()
         tag.latencies.append(arrived - committed)
+        tag.first = tag.first or arrived
         tag.last = arrived
         if not tag.sample_body:
             tag.sample_body = body.decode()
@@ -81,7 +84,7 @@ class Receivers:
             return 204, None
         tag = self.tags.get(parse_qs(query).get("tag", [""])[0], Tag())
         if path == "/_count":
-            return 200, {"count": len(tag.latencies), "last": tag.last}
+            return 200, {"count": len(tag.latencies), "first": tag.first, "last": tag.last}
         if path == "/_stats":
             return 200, {
                 "latencies": tag.latencies,

@@ -16,6 +16,7 @@ from gateway.redaction import redact_logs, redact_spans
 from gateway.settings import GatewaySettings
 from shared import health
 from shared.errors import ApiError, error_response, install_error_handlers
+from shared.heap import freeze_startup_objects
 from shared.logging import configure_logging, get_logger
 from shared.request_id import RequestIdMiddleware
 from shared.telemetry import (
@@ -51,6 +52,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         redact_logs()
         redact_spans()
         await edge.start()
+        freeze_startup_objects()
         log.info("gateway_started", port=settings.port, upstreams=settings.upstreams)
         try:
             yield

@@ -31,6 +31,7 @@ from shared.events.inprocess import InProcessBus
 from shared.events.outbox import Outbox, OutboxRelay
 from shared.health import ReadinessCheck, observe
 from shared.health import router as health_router
+from shared.heap import freeze_startup_objects
 from shared.http_metrics import HttpMetricsMiddleware
 from shared.logging import configure_logging, get_logger
 from shared.openapi import install_openapi
@@ -166,6 +167,7 @@ def create_service_app(
                     retry_max_seconds=settings.outbox_retry_max_seconds,
                 )
                 relay.start()
+            freeze_startup_objects()
             log.info("service_started", port=settings.port)
             try:
                 yield {SHUTDOWN_STATE: collaborators.shutdown}

@@ -20,6 +20,7 @@ caller's sampling flag and trace state. Events and webhook deliveries do the sam
 
 import asyncio
 import contextlib
+import functools
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -43,6 +44,8 @@ tracer = trace.get_tracer("lyceum")
 
 # Requests that make no span: probes and scrapes, many times a minute.
 UNTRACED_URLS = "/health$,/ready$,/metrics$"
+# Stored `traceparent`s whose contexts are kept (`traced_by`).
+TRACED_BY_KEPT = 1024
 
 _provider: "TracerProvider | None" = None
 
@@ -143,8 +146,11 @@ def continued_trace(carrier: Mapping[str, str]) -> context.Context:
     return _continued(propagate.extract(carrier) if carrier else context.Context())
 
 
+@functools.lru_cache(maxsize=TRACED_BY_KEPT)
 def traced_by(traceparent: str | None) -> context.Context:
-    """The context of a stored `traceparent` (an empty one for None)."""
+    """The context of a stored `traceparent` (an empty one for None). Kept for the next
+    caller with the same one (a webhook message goes to each of its endpoints; a context
+    cannot be changed)."""
     return propagate.extract({"traceparent": traceparent}) if traceparent else context.Context()
 
 

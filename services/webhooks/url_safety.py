@@ -7,6 +7,7 @@ event loop's default executor: a name server that never answers ties up at most
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import socket
 from collections import Counter
@@ -116,7 +117,7 @@ class Target:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}" if self.explicit_port else host
 
-    @property
+    @functools.cached_property
     def connect_url(self) -> str:
         """The URL with the checked address in place of the host name."""
         ip = f"[{self.address}]" if self.address.version == 6 else str(self.address)
