@@ -3,11 +3,6 @@ whose rows are picked with SKIP LOCKED, so that several webhook processes never 
 same attempt), posts them concurrently with a per-endpoint limit, records the attempts
 and schedules the next. Nothing waits in memory for a retry.
 
-The next claim is made while the last one's deliveries are being sent: up to
-`WEBHOOK_CONCURRENCY` claimed deliveries wait for a free slot, so that the slots do not run
-dry during a claim's round trip. Those still waiting when the process stops are left to
-their lease, as the attempts it cuts short are.
-
 Successful attempts are recorded together: those that end while a batch is being written
 go in the next one, in one transaction. Failures, and the first success of a failing
 endpoint, are recorded one by one, since they may change the endpoint too.
@@ -24,7 +19,7 @@ import os
 import socket
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -143,13 +138,9 @@ class Dispatcher:
             resolver,
             connections=settings.webhook_concurrency,
         )
-        # Claimed deliveries waiting for a free slot: the next claim is under way while
-        # these are sent, so that the attempts in flight do not run dry meanwhile.
-        self._ready: deque[Job] = deque()
-        # Attempts being sent (not those only waiting to be recorded).
+        # Attempts being sent (not those only waiting to be recorded): all, per endpoint,
+        # and to failing endpoints.
         self._sending = 0
-        # Claimed and not yet sent (ready or being sent): per endpoint, and to failing
-        # endpoints.
         self._in_flight: Counter[uuid.UUID] = Counter()
         self._failing_in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -189,36 +180,21 @@ class Dispatcher:
             pass
 
     async def _dispatch_due(self) -> bool:
-        """Claims what is due, up to a process's worth of attempts waiting for a slot, and
-        starts what fits; returns whether more may be waiting."""
-        self._start_ready()
+        """Starts what is due and fits; returns whether more may be waiting."""
         # Attempts waiting to be recorded count too, so that a slow database holds up
         # claims instead of piling up outcomes in memory.
-        room = min(
-            self._concurrency - len(self._ready),
-            2 * self._concurrency - len(self._tasks) - len(self._ready),
-        )
-        busy = self._sending > 0 or bool(self._ready)
-        if room <= 0 or (room < self._claim_at_least and busy):
+        free = min(self._concurrency - self._sending, 2 * self._concurrency - len(self._tasks))
+        if free <= 0 or (free < self._claim_at_least and self._sending > 0):
             return False
-        jobs = await self._claim(room)
+        jobs = await self._claim(free)
         for job in jobs:
+            self._sending += 1
             self._in_flight[job.endpoint_id] += 1
             self._failing_in_flight += int(job.endpoint_failing)
-        self._ready.extend(jobs)
-        self._start_ready()
-        return len(jobs) == room
-
-    def _start_ready(self) -> None:
-        while (
-            self._ready
-            and self._sending < self._concurrency
-            and len(self._tasks) < 2 * self._concurrency
-        ):
-            self._sending += 1
-            task = asyncio.create_task(self._attempt(self._ready.popleft()))
+            task = asyncio.create_task(self._attempt(job))
             self._tasks.add(task)
             task.add_done_callback(self._finished)
+        return len(jobs) == free
 
     def _sent(self, job: Job) -> None:
         self._sending -= 1
@@ -226,7 +202,6 @@ class Dispatcher:
         if self._in_flight[job.endpoint_id] <= 0:
             del self._in_flight[job.endpoint_id]
         self._failing_in_flight -= int(job.endpoint_failing)
-        self._start_ready()
         self._loop.wake()
 
     def _finished(self, task: asyncio.Task[None]) -> None:

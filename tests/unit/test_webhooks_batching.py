@@ -273,37 +273,6 @@ async def test_the_per_endpoint_and_overall_bounds_hold_in_each_dispatcher(
     assert set(recipients.sent.values()) == {1}
 
 
-async def test_the_next_claim_waits_ready_while_every_slot_is_sending(
-    databases: list[Database], resolver: Resolver
-) -> None:
-    mine, first, _ = databases
-    recipients = Recipients()
-    recipients.release = asyncio.Event()
-    dispatcher = replica(first, resolver, recipients, "a", webhook_concurrency=5)
-    _, expected = await endpoints_with_messages(mine, 4, 5)
-    await dispatcher._dispatch_all_due()
-    async with mine.sessions() as session:
-        claimed = await session.scalar(
-            select(func.count()).select_from(Delivery).where(Delivery.claim_token.is_not(None))
-        )
-    # Five being sent, five more claimed and waiting for a slot; no more than that.
-    assert (dispatcher._sending, len(dispatcher._ready), claimed) == (5, 5, 10)
-    assert recipients.total["a"] == 5
-    dispatcher.start()
-    recipients.release.set()
-    try:
-
-        async def all_succeeded() -> bool:
-            return (await statuses(mine)) == Counter({SUCCEEDED: len(expected)})
-
-        await eventually(all_succeeded, within_seconds=60, interval=0.1)
-    finally:
-        await dispatcher.stop()
-    assert recipients.peak_total["a"] == 5
-    assert set(recipients.sent.values()) == {1}
-    assert len(recipients.sent) == len(expected)
-
-
 async def test_successes_are_recorded_many_to_a_transaction(
     databases: list[Database], resolver: Resolver
 ) -> None:
