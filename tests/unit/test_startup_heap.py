@@ -16,6 +16,9 @@ import sys
 from shared.service import ServiceDefinition, create_service_app
 from shared.settings import ServiceSettings
 
+# Only the collections asked for are counted: none starts by itself meanwhile.
+gc.disable()
+
 
 def app(name: str):
     settings = ServiceSettings(service_name=name, database_url=sys.argv[1] + name + ".db")
