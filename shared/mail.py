@@ -356,10 +356,12 @@ class MailRelay:
     def start(self) -> None:
         self._loop.start()
 
-    async def stop(self) -> None:
+    async def stop(self, *, grace_seconds: float = 0.0) -> None:
+        """With `grace_seconds`, first lets the batch being sent finish and be recorded: a
+        mail out but not marked sent would go out again."""
+        await self._loop.stop(grace_seconds=grace_seconds)
         if self._retry_timer is not None:
             self._retry_timer.cancel()
-        await self._loop.stop()
 
     async def _step(self) -> None:
         result = await self.send_pending()

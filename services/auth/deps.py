@@ -62,7 +62,7 @@ class AuthCollaborators(Collaborators[AuthSettings]):
         await self.revocation_publisher.start()
 
     async def stop(self) -> None:
-        await self.mail_relay.stop()
+        await self.mail_relay.stop(grace_seconds=self.shutdown.remaining())
         await self.lockout.close()
         await self.revocation_publisher.stop()
         await super().stop()

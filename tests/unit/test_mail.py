@@ -3,10 +3,12 @@ sent after the commit that queued it, rendered when it is sent (what the rendere
 only with a delivered mail), never lost to an outage of the server, set aside after a
 permanent refusal, and written as .eml files (its links logged) without SMTP_URL."""
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +140,7 @@ async def test_queued_mail_is_sent_after_the_commit(
         await queue_mails(database, "ada@example.com")
         [message] = await server.wait_for("ada@example.com")
     finally:
-        await relay.stop()
+        await relay.stop(grace_seconds=10)
     assert message["From"] == "Lyceum <no-reply@lyceum.test>"
     assert message["To"] == "ada@example.com"
     assert message["Subject"] == "Hello 0"
@@ -178,8 +180,42 @@ async def test_an_smtp_outage_delays_mail_and_loses_none(
         finally:
             server.stop()
     finally:
-        await relay.stop()
+        await relay.stop(grace_seconds=10)
     assert all(row.sent_at is not None and row.attempts == 0 for row in await rows(database))
+    assert await delivered_count(database) == 2
+
+
+class HeldTransport(FileTransport):
+    """Writes .eml files, each once `release` is set."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.sending = asyncio.Event()
+        self.release = asyncio.Event()
+        self.sent: list[str] = []
+
+    async def send(self, message: EmailMessage) -> None:
+        self.sending.set()
+        await self.release.wait()
+        await super().send(message)
+        self.sent.append(str(message["To"]))
+
+
+async def test_a_relay_stopped_while_sending_finishes_the_batch_and_records_it(
+    database: Database, tmp_path: Path
+) -> None:
+    transport = HeldTransport(tmp_path / "mail")
+    relay = MailRelay(database, queue, render, settings(None), transport)
+    relay.start()
+    await queue_mails(database, "ada@example.com", "grace@example.com")
+    await asyncio.wait_for(transport.sending.wait(), 10)
+    stopping = asyncio.create_task(relay.stop(grace_seconds=10))
+    await asyncio.sleep(0)
+    transport.release.set()
+    await stopping
+    assert sorted(transport.sent) == ["ada@example.com", "grace@example.com"]
+    # Recorded as sent: a row left pending would be sent again once its claim ran out.
+    assert all(row.sent_at is not None for row in await rows(database))
     assert await delivered_count(database) == 2
 
 
@@ -197,7 +233,7 @@ async def test_a_mail_the_renderer_declines_is_dropped(
 
         await eventually(dropped)
     finally:
-        await relay.stop()
+        await relay.stop(grace_seconds=10)
     assert server.messages_to("nobody@example.com") == []
     assert await delivered_count(database) == 1
 
@@ -216,7 +252,7 @@ async def test_a_permanently_refused_mail_is_set_aside_and_the_others_go(
 
         await eventually(set_aside)
     finally:
-        await relay.stop()
+        await relay.stop(grace_seconds=10)
     failed = next(row for row in await rows(database) if row.recipient == "gone@example.com")
     assert failed.attempts == 2
     assert failed.last_error is not None
@@ -239,7 +275,7 @@ async def test_without_smtp_url_mail_is_written_as_eml_and_its_links_logged(
 
         [path] = await eventually(written)
     finally:
-        await relay.stop()
+        await relay.stop(grace_seconds=10)
     message = message_from_bytes(path.read_bytes(), policy=policy.default)
     assert message["To"] == "ada@example.com"
     [line] = [line for line in log_lines.read() if line["event"] == "mail_written"]

@@ -121,6 +121,6 @@ async def history(
             "citations": reply.citations or [],
             "created_at": reply.created_at,
         }
-        for reply, asked in rows.tuples()
+        for reply, asked in rows
     ]
     return {"messages": entries, "total": total, "limit": limit, "offset": offset}

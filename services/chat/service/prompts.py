@@ -41,7 +41,7 @@ async def _labels(session: AsyncSession, prompt: Prompt) -> dict[str, int]:
         .where(PromptLabel.prompt_id == prompt.id)
         .order_by(PromptLabel.label)
     )
-    return dict(rows.tuples().all())
+    return dict(rows.all())
 
 
 def _version_view(name: str, version: PromptVersion, labels: dict[str, int]) -> dict[str, Any]:
@@ -173,7 +173,7 @@ async def list_prompts(
                 PromptLabel.prompt_id.in_(labels_of)
             )
         )
-        for prompt_id, label, version in found.tuples():
+        for prompt_id, label, version in found:
             labels_of[prompt_id][label] = version
     views = [
         {
