@@ -2,6 +2,7 @@
 numbered sources the model is given with the system prompt, and the citations the reply
 keeps (citation n is the source the answer cites as [n])."""
 
+import html
 import re
 import uuid
 from collections.abc import Sequence
@@ -68,8 +69,9 @@ def search_query(question: str) -> str | None:
 
 
 def passage_of(snippet: str) -> str:
-    """A search snippet as plain text on one line: without the `<mark>` around matches."""
-    return " ".join(_MARK.sub("", snippet).split())
+    """A search snippet (HTML) as plain text on one line: without the `<mark>` around
+    matches, its characters unescaped."""
+    return " ".join(html.unescape(_MARK.sub("", snippet)).split())
 
 
 def sources_block(sources: Sequence[Source]) -> str:

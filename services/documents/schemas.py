@@ -91,4 +91,7 @@ class SearchResult(BaseModel):
     chunk_id: uuid.UUID
     page: int | None = Field(description="The PDF page the passage is on; null for other types")
     score: float = Field(description="Relevance; higher is better, comparable within one answer")
-    snippet: str = Field(description="The passage around the matches, each wrapped in <mark>")
+    snippet: str = Field(
+        description="The passage around the matches as HTML: the text escaped, each match "
+        "wrapped in <mark>"
+    )

@@ -8,9 +8,11 @@ own syntax (`NEAR(`, `*`, `AND`, column filters, ...).
 
 A query with no term to look for (empty, only stopwords, only exclusions) finds nothing.
 Scores are higher-is-better on both databases but are not comparable between them.
-Snippets are the chunk's text as stored, with matches between `<mark>` and `</mark>`;
-the text itself is not HTML-escaped."""
+Snippets are HTML: the chunk's text, escaped, with matches between `<mark>` and `</mark>`.
+The databases mark matches with two private-use characters, and only those become tags
+once the text is escaped, so a document's own markup is never returned as markup."""
 
+import html
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -29,6 +31,9 @@ MAX_QUERY_CHARS = 1000
 MAX_TERMS = 32
 MARK_START = "<mark>"
 MARK_END = "</mark>"
+# What the databases put around matches, before the text is escaped.
+MATCH_START = "\ue000"
+MATCH_END = "\ue001"
 SNIPPET_TOKENS = 16
 
 STOPWORDS = ENGLISH_STOPWORDS
@@ -48,6 +53,12 @@ class Hit:
     page: int | None
     score: float
     snippet: str
+
+
+def marked(snippet: str) -> str:
+    """A database's snippet as HTML: escaped, with its matches in `<mark>`."""
+    escaped = html.escape(snippet, quote=False)
+    return escaped.replace(MATCH_START, MARK_START).replace(MATCH_END, MARK_END)
 
 
 @dataclass
@@ -178,7 +189,7 @@ async def _search_postgresql(
         literal_column("'english'::regconfig"),
         best.c.text,
         tsquery,
-        f"StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=35, MinWords=15",
+        f'StartSel="{MATCH_START}", StopSel="{MATCH_END}", MaxWords=35, MinWords=15',
     )
     statement = select(
         best.c.document_id,
@@ -196,7 +207,7 @@ async def _search_postgresql(
             chunk_id=row.chunk_id,
             page=row.page,
             score=float(row.score),
-            snippet=row.snippet,
+            snippet=marked(row.snippet),
         )
         for row in rows
     ]
@@ -225,7 +236,7 @@ async def _search_sqlite(
                 Chunk.id.label("chunk_id"),
                 Chunk.page,
                 (-bm25).label("score"),
-                func.snippet(fts, 0, MARK_START, MARK_END, "…", SNIPPET_TOKENS).label("snippet"),
+                func.snippet(fts, 0, MATCH_START, MATCH_END, "…", SNIPPET_TOKENS).label("snippet"),
             )
             .select_from(fts_table)
             .join(Chunk, literal_column("chunks.rowid") == fts_table.c.rowid)
@@ -245,7 +256,7 @@ async def _search_sqlite(
             chunk_id=row.chunk_id,
             page=row.page,
             score=float(row.score),
-            snippet=row.snippet,
+            snippet=marked(row.snippet),
         )
         for row in rows
     ]

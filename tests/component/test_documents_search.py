@@ -2,6 +2,7 @@
 database of its own, each brought to head by the service's Alembic migrations."""
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -167,6 +168,21 @@ async def test_a_phrase_ranks_its_page_first_with_a_marked_snippet(corpus: Corpu
     assert "quick" in first.snippet.lower()
     # The optics handbook has the words, not the phrase.
     assert all(hit.document_id != corpus.optics for hit in hits)
+
+
+async def test_a_snippet_is_escaped_html_whose_only_tags_are_the_marks(corpus: Corpus) -> None:
+    page = 'Xylophone notes <script>alert("x")</script> & <mark>fake</mark> <b>bold</b>.'
+    async with corpus.db.unit_of_work() as session:
+        await _document(session, ALICE, "Markup", [page])
+
+    [hit] = await corpus.search("xylophone")
+
+    assert "<mark>Xylophone</mark>" in hit.snippet
+    # The one match is the only markup. (SQLite keeps the document's tags as escaped text;
+    # PostgreSQL's parser leaves them out of a headline.)
+    assert re.findall(r"<[^<>]*>?", hit.snippet) == ["<mark>", "</mark>"]
+    assert "&amp;" in hit.snippet
+    assert 'alert("x")' in hit.snippet
 
 
 async def test_hits_are_ordered_by_score(corpus: Corpus) -> None:

@@ -76,6 +76,8 @@ def test_long_questions_search_their_first_words() -> None:
 def test_a_snippet_becomes_a_plain_passage_on_one_line() -> None:
     snippet = "The <mark>Twelve</mark> <mark>Tables</mark> were\nthe foundation  of law"
     assert passage_of(snippet) == "The Twelve Tables were the foundation of law"
+    escaped = "<mark>Law</mark> &amp; order &lt;b&gt;"
+    assert passage_of(escaped) == "Law & order <b>"
     assert passage_of("a < b and <b>bold</b>") == "a < b and <b>bold</b>"
 
 
