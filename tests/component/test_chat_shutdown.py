@@ -1,12 +1,14 @@
 """The chat service sent SIGTERM while it streams replies: its streams end with their last
-event instead of being cut. The service runs as its own process (`python -m services.chat`,
-the offline `lyceum-dev` model, SQLite), its callers' tokens checked against a local JWKS;
-the readers of another replica's reply go through a real Redis."""
+event instead of being cut; and a WebSocket whose token expires is closed. The service
+runs as its own process (`python -m services.chat`, the offline `lyceum-dev` model,
+SQLite), its callers' tokens checked against a local JWKS; the readers of another
+replica's reply go through a real Redis."""
 
 import asyncio
 import json
 import os
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -218,6 +220,24 @@ async def test_a_websocket_gets_its_replys_last_frame_then_closes_with_1012(
     assert frames[-1]["data"]["finish_reason"] == "stopped"
     text = "".join(frame["data"]["delta"] for frame in frames[:-1])
     assert frames[-1]["data"]["message"] == text
+
+
+async def test_an_idle_websocket_is_closed_with_4401_when_its_token_expires(
+    deployment: Deployment,
+) -> None:
+    chat = deployment.start()
+    claims = token_claims(exp=int(time.time()) + 3)
+    token = jwt.encode(claims, deployment.key, algorithm="EdDSA", headers={"kid": KID})
+    url = f"{chat.url.replace('http://', 'ws://')}/ws?token={token}"
+    frames: list[dict[str, Any]] = []
+    async with connect(url) as socket:
+        await socket.send(json.dumps({"type": "ping"}))
+        closed = await asyncio.wait_for(until_closed(socket, frames), 15)
+
+    assert closed.rcvd is not None
+    assert closed.rcvd.code == 4401
+    assert [frame["type"] for frame in frames] == ["pong", "error"]
+    assert frames[-1]["data"]["code"] == "TOKEN_EXPIRED"
 
 
 async def test_a_reader_of_another_replicas_reply_is_told_to_resume_there(

@@ -11,11 +11,14 @@ replies end (finished, or stopped and saved) and it closes with 1012 (service re
 The token comes as `Authorization: Bearer` (from the gateway), `?token=` (or
 `?access_token=`), or the subprotocols `bearer, <token>` so that it stays out of URLs; it is
 verified at the handshake and again before each reply (revoked or expired: 4401 close), and
-it is the token the documents service is asked with for `use_documents`."""
+it is the token the documents service is asked with for `use_documents`. When the token
+expires, the socket takes no more frames, lets its replies in flight end, sends a
+`TOKEN_EXPIRED` error frame and closes with 4401: an idle socket does not outlive its token."""
 
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from typing import Any
 
@@ -32,7 +35,13 @@ from services.chat.schemas import (
     Temperature,
 )
 from services.chat.service import replies
-from shared.errors import ApiError, AuthenticationRequired, ValidationFailed, error_response
+from shared.errors import (
+    ApiError,
+    AuthenticationRequired,
+    TokenExpired,
+    ValidationFailed,
+    error_response,
+)
 from shared.fields import Boolean
 from shared.logging import get_logger
 
@@ -87,10 +96,13 @@ def _error(exc: ApiError) -> dict[str, Any]:
 class ChatSocket:
     """One client's socket: its replies in flight and the frames it is sent."""
 
-    def __init__(self, websocket: WebSocket, chat: ChatCollaborators, token: str) -> None:
+    def __init__(
+        self, websocket: WebSocket, chat: ChatCollaborators, token: str, expires_at: float
+    ) -> None:
         self.websocket = websocket
         self.chat = chat
         self.token = token
+        self.expires_at = expires_at
         self._send_lock = asyncio.Lock()
         self._replies: dict[uuid.UUID, asyncio.Task[None]] = {}
 
@@ -100,22 +112,30 @@ class ChatSocket:
 
     async def serve(self) -> None:
         draining = asyncio.ensure_future(self.chat.shutdown.wait_draining())
+        expiring = asyncio.ensure_future(asyncio.sleep(max(0.0, self.expires_at - time.time())))
         receiving: asyncio.Future[str] | None = None
         try:
             while True:
                 receiving = asyncio.ensure_future(self.websocket.receive_text())
-                await asyncio.wait({receiving, draining}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {receiving, draining, expiring}, return_when=asyncio.FIRST_COMPLETED
+                )
                 if not receiving.done():
                     break
                 await self.handle(receiving.result())
             receiving.cancel()
             await asyncio.gather(receiving, return_exceptions=True)
             await asyncio.gather(*self._replies.values(), return_exceptions=True)
-            await self.websocket.close(SERVICE_RESTART, "service restart")
+            if draining.done():
+                await self.websocket.close(SERVICE_RESTART, "service restart")
+            else:
+                await self.send(_error(TokenExpired()))
+                await self.websocket.close(POLICY_VIOLATION)
         except WebSocketDisconnect:
             pass
         finally:
             draining.cancel()
+            expiring.cancel()
             if receiving is not None:
                 receiving.cancel()
             # The replies go on being generated and saved; only the forwarding stops.
@@ -206,7 +226,7 @@ async def chat_socket(websocket: WebSocket) -> None:
     chat: ChatCollaborators = websocket.app.state.collaborators
     try:
         token, protocol = _token_and_protocol(websocket)
-        await chat.token_verifier.verify(token)
+        identity = await chat.token_verifier.verify(token)
     except ApiError as exc:
         await websocket.send_denial_response(
             error_response(exc.status_code, exc.code, exc.message, exc.details)
@@ -217,6 +237,6 @@ async def chat_socket(websocket: WebSocket) -> None:
     assert task is not None
     chat.sockets.add(task)
     try:
-        await ChatSocket(websocket, chat, token).serve()
+        await ChatSocket(websocket, chat, token, identity.expires_at).serve()
     finally:
         chat.sockets.discard(task)
