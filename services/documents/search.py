@@ -55,6 +55,22 @@ class Hit:
     snippet: str
 
 
+async def _hits(session: AsyncSession, statement: Select[Any]) -> list[Hit]:
+    """The hits of a search statement whose columns are named as `Hit`'s fields."""
+    rows = (await session.execute(statement)).all()
+    return [
+        Hit(
+            document_id=row.document_id,
+            title=row.title,
+            chunk_id=row.chunk_id,
+            page=row.page,
+            score=float(row.score),
+            snippet=marked(row.snippet),
+        )
+        for row in rows
+    ]
+
+
 def marked(snippet: str) -> str:
     """A database's snippet as HTML: escaped, with its matches in `<mark>`."""
     escaped = html.escape(snippet, quote=False)
@@ -199,18 +215,7 @@ async def _search_postgresql(
         best.c.score,
         headline.label("snippet"),
     ).order_by(best.c.score.desc(), best.c.document_id, best.c.position)
-    rows = (await session.execute(statement)).all()
-    return [
-        Hit(
-            document_id=row.document_id,
-            title=row.title,
-            chunk_id=row.chunk_id,
-            page=row.page,
-            score=float(row.score),
-            snippet=marked(row.snippet),
-        )
-        for row in rows
-    ]
+    return await _hits(session, statement)
 
 
 async def _search_sqlite(
@@ -248,15 +253,4 @@ async def _search_sqlite(
         .order_by(bm25, Chunk.document_id, Chunk.position)
         .limit(limit)
     )
-    rows = (await session.execute(statement)).all()
-    return [
-        Hit(
-            document_id=row.document_id,
-            title=row.title,
-            chunk_id=row.chunk_id,
-            page=row.page,
-            score=float(row.score),
-            snippet=marked(row.snippet),
-        )
-        for row in rows
-    ]
+    return await _hits(session, statement)
