@@ -26,6 +26,10 @@ work goes on where it does not:
   file through it.
 
 Every failure is `ExtractionFailed` with a sentence fit for the client.
+
+`chunk` cuts the pages' text into the pieces that are stored and searched, whatever the
+file type and wherever it was extracted; the two characters that search reserves for
+marking matches (`MATCH_START`, `MATCH_END`) become U+FFFD there.
 """
 
 import codecs
@@ -482,6 +486,13 @@ _BLANK_LINES = re.compile(r"\n{3,}")
 
 # Chunks
 
+# Reserved for marking matches: the databases put them around each match in a search
+# snippet, and search.py turns them, and only them, into `<mark>` tags. A document's own
+# are stored as U+FFFD, so that its text can never open or close a mark.
+MATCH_START: Final = "\ue000"
+MATCH_END: Final = "\ue001"
+_RESERVED: Final = str.maketrans({MATCH_START: "\ufffd", MATCH_END: "\ufffd"})
+
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _SENTENCE_END = re.compile(r"(?<=[.!?…。])\s+")
 
@@ -491,14 +502,16 @@ def chunk(pages: list[Page], max_chars: int = 1500, overlap: int = 200) -> list[
     up to `overlap` characters from the end of the previous chunk of the same page. Cuts
     fall between paragraphs where they can, else between sentences, else between words,
     and inside a word only when a word is longer than a chunk. Chunks never span pages, so
-    each keeps its page's number; whitespace inside a paragraph is collapsed."""
+    each keeps its page's number; whitespace inside a paragraph is collapsed. The characters
+    reserved for marking matches (`MATCH_START`, `MATCH_END`) become U+FFFD: every file
+    type's text, extracted here or in a child process, is stored through this function."""
     if max_chars <= 0:
         raise ValueError("max_chars must be positive")
     if not 0 <= overlap < max_chars:
         raise ValueError("overlap must be at least 0 and less than max_chars")
     chunks: list[Chunk] = []
     for page in pages:
-        for text in _page_chunks(page.text, max_chars, overlap):
+        for text in _page_chunks(page.text.translate(_RESERVED), max_chars, overlap):
             chunks.append(Chunk(page=page.number, index=len(chunks), text=text))
     return chunks
 

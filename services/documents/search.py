@@ -10,7 +10,9 @@ A query with no term to look for (empty, only stopwords, only exclusions) finds 
 Scores are higher-is-better on both databases but are not comparable between them.
 Snippets are HTML: the chunk's text, escaped, with matches between `<mark>` and `</mark>`.
 The databases mark matches with two private-use characters, and only those become tags
-once the text is escaped, so a document's own markup is never returned as markup."""
+once the text is escaped, so a document's own markup is never returned as markup. Those
+two characters never occur in stored text: `extraction.chunk` replaces a document's own
+with U+FFFD (and migration 0004 did so for the chunks stored before)."""
 
 import html
 import re
@@ -22,6 +24,7 @@ from sqlalchemy import Select, column, func, literal_column, select, table
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnClause
 
+from services.documents.extraction import MATCH_END, MATCH_START
 from services.documents.models import READY, Chunk, Document
 from shared.db import is_sqlite
 from shared.stopwords import ENGLISH_STOPWORDS
@@ -31,9 +34,8 @@ MAX_QUERY_CHARS = 1000
 MAX_TERMS = 32
 MARK_START = "<mark>"
 MARK_END = "</mark>"
-# What the databases put around matches, before the text is escaped.
-MATCH_START = "\ue000"
-MATCH_END = "\ue001"
+# The databases put MATCH_START and MATCH_END (reserved, never in a chunk's text) around
+# matches; `marked` turns them into MARK_START and MARK_END once the text is escaped.
 SNIPPET_TOKENS = 16
 
 STOPWORDS = ENGLISH_STOPWORDS

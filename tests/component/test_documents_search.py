@@ -14,7 +14,10 @@ from sqlalchemy import delete, func, inspect, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.documents.models import FAILED, PROCESSING, READY, Chunk, Document
+from services.documents.processing import DocumentProcessor
 from services.documents.search import Hit, fts5_match, search
+from services.documents.settings import DocumentsSettings
+from services.documents.storage import LocalStore
 from shared.db import Database
 from shared.migrations import alembic_config, upgrade_to_head_async
 from tests.databases import scratch_database_url
@@ -183,6 +186,47 @@ async def test_a_snippet_is_escaped_html_whose_only_tags_are_the_marks(corpus: C
     assert re.findall(r"<[^<>]*>?", hit.snippet) == ["<mark>", "</mark>"]
     assert "&amp;" in hit.snippet
     assert 'alert("x")' in hit.snippet
+
+
+async def test_a_documents_own_match_characters_never_become_marks(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    """The databases mark matches with U+E000 and U+E001: a document holding them, around
+    the very word searched for, gets them stored as U+FFFD and its snippet only the marks
+    of the real match."""
+    store = LocalStore(tmp_path / "store", fsync=False)
+    await store.start()
+    key = f"documents/{ALICE}/{uuid.uuid4()}"
+    content = "Tuning a \ue000zither\ue001 by ear. A stray \ue001 then \ue000 too."
+
+    async def body() -> AsyncIterator[bytes]:
+        yield content.encode()
+
+    await store.put(key, body(), content_type="text/plain")
+    async with corpus.db.unit_of_work() as session:
+        document = Document(
+            user_id=ALICE,
+            filename="zither.txt",
+            title="Zither",
+            size=len(content.encode()),
+            mime_type="text/plain",
+            sha256="0" * 64,
+            storage_key=key,
+            status=PROCESSING,
+        )
+        session.add(document)
+    await DocumentProcessor(corpus.db, store, DocumentsSettings()).process_waiting()
+
+    async with corpus.db.unit_of_work() as session:
+        stored = (
+            await session.scalars(select(Chunk.text).where(Chunk.document_id == document.id))
+        ).all()
+    assert stored == ["Tuning a \ufffdzither\ufffd by ear. A stray \ufffd then \ufffd too."]
+    [hit] = await corpus.search("zither")
+    assert hit.document_id == document.id
+    assert re.findall(r"<[^<>]*>?", hit.snippet) == ["<mark>", "</mark>"]
+    assert "\ufffd<mark>zither</mark>\ufffd" in hit.snippet
+    assert hit.snippet.count("\ufffd") == 4
 
 
 async def test_hits_are_ordered_by_score(corpus: Corpus) -> None:

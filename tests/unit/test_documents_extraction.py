@@ -432,3 +432,24 @@ def test_chunk_arguments_are_checked() -> None:
         chunk([Page(None, "x")], max_chars=100, overlap=100)
     with pytest.raises(ValueError, match="max_chars"):
         chunk([Page(None, "x")], max_chars=0, overlap=0)
+
+
+@pytest.mark.parametrize(
+    ("mime_type", "content"),
+    [
+        (TEXT, "A \ue000zither\ue001 tune.".encode()),
+        (HTML, "<p>A \ue000zither\ue001 tune.</p>".encode()),
+        (DOCX, docx_bytes(document_xml(["A \ue000zither\ue001 tune."]))),
+    ],
+    ids=["text", "html", "docx"],
+)
+def test_the_characters_that_mark_matches_are_stored_as_replacement_characters(
+    mime_type: str, content: bytes
+) -> None:
+    """Search marks matches with U+E000 and U+E001: a document's own never reach a chunk,
+    whatever the file type, and whether it was read here or in the child process."""
+    for extracted in (
+        extract(content, mime_type, BUDGET),
+        extract_with_timeout(content, mime_type, BUDGET),
+    ):
+        assert [c.text for c in chunk(extracted.pages)] == ["A \ufffdzither\ufffd tune."]
