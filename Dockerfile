@@ -14,11 +14,11 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 
-# Runtime dependencies first (from pyproject.toml, without the dev extra), so that a code
-# change does not reinstall them.
-COPY pyproject.toml ./
+# Runtime dependencies first (from pyproject.toml, without the dev extra, at the versions of
+# constraints.txt), so that a code change does not reinstall them.
+COPY pyproject.toml constraints.txt ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
-    && pip install --no-cache-dir -r /tmp/requirements.txt
+    && pip install --no-cache-dir -c constraints.txt -r /tmp/requirements.txt
 
 COPY shared ./shared
 COPY gateway ./gateway

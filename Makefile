@@ -5,20 +5,25 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run run-full trace-demo migrate test test-unit test-component test-e2e schemathesis lint format typecheck migration validate-deploy bench-courses bench-webhooks bench-gateway bench-hotpaths bench-chat bench-documents clean
+.PHONY: help install lock run run-full trace-demo migrate test test-unit test-component test-e2e schemathesis lint format typecheck migration validate-deploy bench-courses bench-webhooks bench-gateway bench-hotpaths bench-chat bench-documents clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
-	@echo "==> creating $(VENV) and installing Lyceum with its dev tools"
+	@echo "==> creating $(VENV) and installing Lyceum with its dev tools, at the versions of constraints.txt"
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/pip install --quiet --upgrade pip
-	@$(BIN)/pip install --progress-bar on -e '.[dev]'
+	@$(BIN)/pip install --progress-bar on -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install everything
+install: $(STAMP) ## Create .venv and install everything, at the versions of constraints.txt
+
+lock: $(STAMP) ## Resolve every dependency again at its newest allowed version into constraints.txt
+	@$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --universal --upgrade \
+		--custom-compile-command "make lock" --output-file constraints.txt
+	@$(MAKE) --no-print-directory install
 
 run: $(STAMP) ## Migrate, then start every service in one process (SQLite, in-process bus); gateway on GATEWAY_PORT (8000)
 	@$(BIN)/python -m launcher embedded
