@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, Session, UOWTransaction, mapped_column
 from sqlalchemy.pool import Pool
 
+from shared.db_pool import FairAsyncQueuePool
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -96,7 +98,7 @@ class Database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=POOL_SIZE, max_overflow=0)
+            kwargs.update(poolclass=FairAsyncQueuePool, pool_size=POOL_SIZE, max_overflow=0)
         self.url = url
         # Looked up at each call: the SQLAlchemy instrumentation (shared.telemetry) wraps it.
         self.engine: AsyncEngine = sqlalchemy_asyncio.create_async_engine(url, **kwargs)

@@ -1,5 +1,6 @@
 """Sessions of `shared.db`: reads outside a transaction that refuse to write, and pooled
-connections that the server closed replaced before anyone uses them, and kept once opened."""
+connections that the server closed replaced before anyone uses them, kept once opened, and
+handed out first come, first served (`shared.db_pool`)."""
 
 import asyncio
 import contextlib
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy import String, select, text
+import sqlalchemy.exc
+from sqlalchemy import String, event, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import QueuePool
 
 from shared import db as shared_db
 from shared.db import Database, ReadOnlySessionError, new_metadata
@@ -131,3 +134,118 @@ async def test_connections_opened_at_a_busy_moment_are_kept_for_the_next(
     # An overflow connection would have been closed on its return, and replaced now by a
     # new backend.
     assert await busy_moment() == first
+
+
+async def hold_every_connection(
+    database: Database, releases: list[asyncio.Event]
+) -> list[asyncio.Task[None]]:
+    """Reads that take every pooled connection, each kept until its event is set."""
+
+    async def held(ready: asyncio.Event, release: asyncio.Event) -> None:
+        async with database.reading() as session:
+            await session.execute(text("SELECT 1"))
+            ready.set()
+            await release.wait()
+
+    readies = [asyncio.Event() for _ in releases]
+    holders = [asyncio.create_task(held(*events)) for events in zip(readies, releases, strict=True)]
+    for ready in readies:
+        await ready.wait()
+    return holders
+
+
+async def test_a_connection_handed_back_goes_to_the_request_that_waits_not_a_newcomer(
+    postgresql: Database,
+) -> None:
+    """A request that asks for a connection in the very moment one comes back, before the
+    one already waiting has run again, gets in line behind it."""
+    database = postgresql
+    pool = database.autocommit_engine.sync_engine.pool  # the reads'
+    releases = [asyncio.Event() for _ in range(shared_db.POOL_SIZE)]
+    order: list[str] = []
+    newcomers: list[asyncio.Task[None]] = []
+
+    async def read(name: str) -> None:
+        async with database.reading() as session:
+            await session.execute(text("SELECT 1"))
+            order.append(name)
+
+    def a_newcomer_arrives(*_: object) -> None:
+        # Runs as the connection goes back, so the newcomer's first step comes before the
+        # waiting request's next one.
+        newcomers.append(asyncio.get_running_loop().create_task(read("newcomer")))
+
+    holders = await hold_every_connection(database, releases)
+    waiting = asyncio.create_task(read("waiting"))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    event.listen(pool, "checkin", a_newcomer_arrives, once=True)
+    releases[0].set()
+    await waiting
+    for release in releases:
+        release.set()
+    await asyncio.gather(*holders, *newcomers)
+    assert order == ["waiting", "newcomer"]
+
+
+async def test_connections_are_handed_out_in_the_order_they_were_asked_for(
+    postgresql: Database,
+) -> None:
+    database = postgresql
+    release = asyncio.Event()
+    order: list[int] = []
+
+    async def in_line(number: int) -> None:
+        async with database.reading() as session:
+            order.append(number)
+            await session.execute(text("SELECT 1"))
+
+    holders = await hold_every_connection(database, [release] * shared_db.POOL_SIZE)
+    waiting = []
+    for number in range(3 * shared_db.POOL_SIZE):
+        waiting.append(asyncio.create_task(in_line(number)))
+        await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(*holders, *waiting)
+    assert order == list(range(3 * shared_db.POOL_SIZE))
+
+
+async def test_a_waiter_that_times_out_or_is_cancelled_loses_no_connection(
+    postgresql: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = postgresql
+    pool = database.autocommit_engine.sync_engine.pool  # the reads'
+    assert isinstance(pool, QueuePool)
+    monkeypatch.setattr(pool, "_timeout", 0.05)
+    releases = [asyncio.Event() for _ in range(shared_db.POOL_SIZE)]
+
+    async def read() -> int:
+        async with database.reading() as session:
+            return int((await session.execute(text("SELECT 1"))).scalar_one())
+
+    holders = await hold_every_connection(database, releases)
+    with pytest.raises(sqlalchemy.exc.TimeoutError, match="QueuePool limit"):
+        await read()
+    cancelled_while_waiting = asyncio.create_task(read())
+    await asyncio.sleep(0.01)
+    cancelled_while_waiting.cancel()
+    # Handed the connection that comes back, then cancelled before it runs again.
+    cancelled_when_served = asyncio.create_task(read())
+    await asyncio.sleep(0.01)
+    event.listen(
+        pool,
+        "checkin",
+        lambda *_: asyncio.get_running_loop().call_soon(cancelled_when_served.cancel),
+        once=True,
+    )
+    for release in releases:
+        release.set()
+    await asyncio.gather(*holders)
+    for task in (cancelled_while_waiting, cancelled_when_served):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert pool.checkedout() == 0
+    reads = 2 * shared_db.POOL_SIZE
+    assert await asyncio.gather(*(read() for _ in range(reads))) == [1] * reads
+    assert pool.checkedout() == 0
+    assert pool.checkedin() == shared_db.POOL_SIZE
